@@ -1,0 +1,1 @@
+"""cfgsup: a PID 1 for containers that hot-applies mounted ConfigMap and Secret changes."""

@@ -1,0 +1,178 @@
+"""The `cfgsup` command: parse and check options into Settings, run the loop, exit with its code.
+
+Every option also reads the environment variable CFGSUP_<OPTION> (e.g. CFGSUP_STOP_TIMEOUT).
+Any bad input is one line on stderr and exit code 2, before anything is started.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from . import settings as st
+
+USAGE_ERROR = 2
+
+
+class _Parsed(click.ParamType):
+    """A click type around one of the settings parsers (they raise ValueError with the message)."""
+
+    def __init__(self, name, parse):
+        self.name = name
+        self.parse = parse
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIGNAL = _Parsed("SIGNAL", st.parse_signal)
+REWRITE = _Parsed("FROM:TO", st.parse_rewrite)
+SECONDS = _Parsed("SECONDS", st.parse_duration)
+EXIT_CODE = _Parsed("CODE", st.parse_exit_code)
+ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
+
+
+@click.command(
+    context_settings={"auto_envvar_prefix": "CFGSUP", "help_option_names": ["-h", "--help"],
+                      "show_default": True},
+    help="Run COMMAND as a PID 1 that reaps, forwards signals, stops gracefully, and reloads "
+         "or restarts it when watched ConfigMap/Secret content changes.\n\n"
+         "Every option also reads CFGSUP_<OPTION>, e.g. CFGSUP_STOP_TIMEOUT=30.",
+)
+@click.option("-g", "--group", is_flag=True, help="Forward signals to the app's whole process group.")
+@click.option("-r", "--rewrite", type=REWRITE, multiple=True, metavar="FROM:TO",
+              help="Forward signal FROM as TO (TO=0 drops it). Repeatable.")
+@click.option("-e", "--expect-exit", type=EXIT_CODE, multiple=True, metavar="CODE",
+              help="Exit 0 when the app's exit code is CODE. Repeatable.")
+@click.option("--stop-signal", type=SIGNAL, default="TERM", help="Signal cfgsup sends to stop the app.")
+@click.option("--stop-timeout", type=SECONDS, default="10",
+              help="Seconds from the stop signal to SIGKILL of the app's process group.")
+@click.option("--on-exit", type=click.Choice(st.ON_EXIT_MODES), default="exit",
+              help="When the app exits by itself: exit with its code, or restart it with backoff.")
+@click.option("--restart-backoff", type=SECONDS, default="30",
+              help="Longest delay between restarts with --on-exit restart.")
+@click.option("--watch", "watches", multiple=True, metavar="PATH",
+              help="Directory (or file) whose content is watched. Repeatable.")
+@click.option("--allow-missing", is_flag=True,
+              help="A watched path may be missing at start; its appearance is a change.")
+@click.option("--poll", type=SECONDS, default=None,
+              help="Poll every SECONDS instead of using inotify.")
+@click.option("--debounce", type=SECONDS, default="0.2",
+              help="Quiet time before hashing a plain (non-kubelet) directory after an event.")
+@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB count.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Files matching GLOB never count.")
+@click.option("--on-change", type=click.Choice(st.ON_CHANGE_MODES), default="restart",
+              help="What a content change does.")
+@click.option("--signal", "reload_signal", type=SIGNAL, default="HUP",
+              help="Signal sent to the app with --on-change signal.")
+@click.option("--reload-command", metavar="CMD", help="Command run with --on-change exec.")
+@click.option("--validate", metavar="CMD",
+              help="Command run before acting on a change; non-zero rejects the change.")
+@click.option("--command-timeout", type=SECONDS, default="30",
+              help="Time limit for --validate and --reload-command.")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+              help="URL called with --on-change http. Repeatable.")
+@click.option("--webhook-method", default="POST", help="HTTP method for --webhook.")
+@click.option("--webhook-retries", type=click.IntRange(0, 100), default=3,
+              help="Retries per webhook, with doubling backoff.")
+@click.option("--webhook-timeout", type=SECONDS, default="5", help="Time limit per webhook request.")
+@click.option("--change-exit-code", type=EXIT_CODE, default="0",
+              help="Exit code with --on-change exit.")
+@click.option("--health-addr", type=ADDRESS, default=None,
+              help="Serve /healthz, /readyz and /metrics on HOST:PORT.")
+@click.option("--log-format", type=click.Choice(st.LOG_FORMATS), default="text", help="Log line format.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.version_option(None, "--version", package_name="cfgsup")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def command(**options):
+    return options
+
+
+def _settings(options: dict) -> st.Settings:
+    """Cross-option checks click cannot express; raises click.UsageError."""
+    if not options["command"]:
+        raise click.UsageError("no command given: cfgsup [OPTIONS] -- COMMAND [ARGS]...")
+    mode = options["on_change"]
+    if mode == "exec" and not options["reload_command"]:
+        raise click.UsageError("--on-change exec needs --reload-command CMD")
+    if mode == "http" and not options["webhooks"]:
+        raise click.UsageError("--on-change http needs at least one --webhook URL")
+    if mode == "probe" and not options["health_addr"]:
+        raise click.UsageError("--on-change probe needs --health-addr HOST:PORT (the probe reads /healthz)")
+    for url in options["webhooks"]:
+        if not url.startswith(("http://", "https://")):
+            raise click.UsageError(f"--webhook must be an http:// or https:// URL, got {url!r}")
+    if options["poll"] is not None and options["poll"] <= 0:
+        raise click.UsageError("--poll must be more than 0 seconds")
+    for path in options["watches"]:
+        if not os.path.exists(path) and not options["allow_missing"]:
+            raise click.UsageError(f"watched path {path!r} does not exist (use --allow-missing to wait for it)")
+    for flag in ("validate", "reload_command"):
+        if options[flag]:
+            import shlex
+
+            try:
+                if not shlex.split(options[flag]):
+                    raise ValueError("empty command")
+            except ValueError as exc:
+                raise click.UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
+    level = 10 if options["verbose"] else 30 if options["quiet"] else 20
+    return st.Settings(
+        command=tuple(options["command"]),
+        group=options["group"],
+        stop_signal=options["stop_signal"],
+        stop_timeout=options["stop_timeout"],
+        rewrite=tuple(options["rewrite"]),
+        expect_exit=frozenset(options["expect_exit"]),
+        on_exit=options["on_exit"],
+        restart_backoff=options["restart_backoff"],
+        log_level=level,
+        log_format=options["log_format"],
+        watches=tuple(options["watches"]),
+        allow_missing=options["allow_missing"],
+        poll=options["poll"],
+        debounce=options["debounce"],
+        include=tuple(options["include"]),
+        exclude=tuple(options["exclude"]),
+        on_change=mode,
+        reload_signal=options["reload_signal"],
+        reload_command=options["reload_command"],
+        validate=options["validate"],
+        command_timeout=options["command_timeout"],
+        webhooks=tuple(options["webhooks"]),
+        webhook_method=options["webhook_method"].upper(),
+        webhook_retries=options["webhook_retries"],
+        webhook_timeout=options["webhook_timeout"],
+        change_exit_code=options["change_exit_code"],
+        health_addr=options["health_addr"],
+    )
+
+
+def parse(argv: list[str]) -> st.Settings | int:
+    """Settings, or an exit code when there is nothing to run (--help, --version, bad input)."""
+    try:
+        result = command.main(argv, prog_name="cfgsup", standalone_mode=False)
+        if not isinstance(result, dict):
+            return 0  # --help or --version printed
+        return _settings(result)
+    except click.exceptions.Abort:
+        return USAGE_ERROR
+    except click.ClickException as exc:
+        click.echo(f"cfgsup: error: {exc.format_message()}", err=True)
+        return USAGE_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsed = parse(sys.argv[1:] if argv is None else argv)
+    if isinstance(parsed, int):
+        return parsed
+    from .loop import run
+
+    return run(parsed)

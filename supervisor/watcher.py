@@ -1,0 +1,121 @@
+"""File-system events -> "maybe changed" events on the loop's queue.
+
+Imported only once the app is running (watchdog costs tens of milliseconds to import). The
+watchdog threads never touch process state: they only `put` small tuples:
+    ("fs", index, commit)  something under watch `index` may have changed; commit=True for a
+                           kubelet `..data` swap (an atomic commit: no debounce needed)
+    ("gone", index)        the watched directory itself was deleted (its inotify watch is dead)
+Polling needs no thread at all: the loop calls `poll_signature` on its own timer.
+"""
+from __future__ import annotations
+
+import os
+
+def _event_filter():
+    # What can mean new content. Leaving out open/close-nowrite/access keeps the app's own reads
+    # of its config from waking us at all (watchdog builds the inotify mask from this list).
+    from watchdog import events as e
+
+    return [
+        e.FileCreatedEvent, e.DirCreatedEvent, e.FileDeletedEvent, e.DirDeletedEvent,
+        e.FileMovedEvent, e.DirMovedEvent, e.FileModifiedEvent, e.FileClosedEvent,
+        e.FileAttribEvent, e.DirAttribEvent,
+    ]
+
+
+class _Handler:
+    """watchdog calls `dispatch(event)` on its observer thread; we only enqueue."""
+
+    def __init__(self, index: int, root: str, only: str | None, put):
+        self.index = index
+        self.root = root
+        self.prefix = root.rstrip("/") + "/"
+        self.only = only
+        self.put = put
+
+    def _relevant(self, path: str) -> bool:
+        if not path.startswith(self.prefix):
+            return False
+        first = path[len(self.prefix):].partition("/")[0]
+        if first.startswith(".."):
+            return False  # kubelet internals: the payload being written, ..data_tmp, old dirs
+        return self.only is None or first == self.only
+
+    def dispatch(self, event) -> None:
+        kind = event.event_type
+        if kind == "modified" and event.is_directory:
+            return  # watchdog's derived "parent modified" events add nothing
+        dest = getattr(event, "dest_path", "")
+        if kind == "moved" and os.path.basename(dest) == "..data":
+            self.put(("fs", self.index, True))
+        elif kind == "deleted" and event.src_path.rstrip("/") == self.root.rstrip("/"):
+            self.put(("gone", self.index))
+        elif self._relevant(event.src_path) or (dest and self._relevant(dest)):
+            self.put(("fs", self.index, False))
+
+
+class InotifyWatcher:
+    """One watchdog inotify observer for all watches. Raises OSError when inotify is unusable."""
+
+    def __init__(self, put, quiet_threads):
+        self.put = put
+        self.quiet_threads = quiet_threads  # context manager: new threads get signals blocked
+        from watchdog.observers.inotify import InotifyObserver
+
+        self.events = _event_filter()
+        # timeout=None: the dispatch thread blocks until an event, no periodic wake-up.
+        self.observer = InotifyObserver(timeout=None)
+        self.handles: dict[int, object] = {}
+        with self.quiet_threads():
+            self.observer.start()
+
+    def add(self, index: int, root: str, only: str | None) -> None:
+        # A kubelet volume changes only by the top-level ..data swap: no need to recurse into it.
+        kubelet = os.path.islink(os.path.join(root, "..data"))
+        recursive = only is None and not kubelet
+        with self.quiet_threads():
+            self.handles[index] = self.observer.schedule(
+                _Handler(index, root, only, self.put), root,
+                recursive=recursive, event_filter=self.events,
+            )
+
+    def remove(self, index: int) -> None:
+        handle = self.handles.pop(index, None)
+        if handle is not None:
+            try:
+                self.observer.unschedule(handle)
+            except (KeyError, OSError):
+                pass  # the emitter already stopped itself (its directory was deleted)
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=2)
+
+
+def poll_signature(root: str, only: str | None):
+    """A cheap fingerprint that moves whenever content may have moved: for a kubelet volume the
+    `..data` target; for a plain directory the stat of every entry. Never reads file contents."""
+    try:
+        return ("kubelet", os.readlink(os.path.join(root, "..data")))
+    except OSError:
+        pass
+    if not os.path.isdir(root):
+        return None
+    if only is not None:
+        return _stat_key(os.path.join(root, only))
+    keys = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith("..")]
+        for name in filenames:
+            if not name.startswith(".."):
+                keys.append((dirpath, name, _stat_key(os.path.join(dirpath, name))))
+    keys.sort()
+    return tuple(keys)
+
+
+def _stat_key(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
