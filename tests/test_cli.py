@@ -1,0 +1,93 @@
+"""Option parsing: every bad input is one line on stderr and exit 2, with nothing started."""
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+
+from conftest import CFGSUP
+from supervisor import cli
+from supervisor.settings import parse_duration, parse_host_port, parse_signal
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], "no command given"),
+    (["--"], "no command given"),
+    (["--no-such-option", "--", "true"], "No such option"),
+    (["--stop-signal", "NOPE", "--", "true"], "unknown signal 'NOPE'"),
+    (["--stop-signal", "99", "--", "true"], "unknown signal number '99'"),
+    (["--signal", "SIGFOO", "--", "true"], "unknown signal"),
+    (["--stop-timeout", "-1", "--", "true"], "non-negative"),
+    (["--stop-timeout", "soon", "--", "true"], "must be a number"),
+    (["--restart-backoff", "nan", "--", "true"], "non-negative"),
+    (["--rewrite", "HUP", "--", "true"], "FROM:TO"),
+    (["--rewrite", "HUP:NOPE", "--", "true"], "unknown signal"),
+    (["-e", "256", "--", "true"], "0-255"),
+    (["-e", "x", "--", "true"], "whole number"),
+    (["--on-exit", "sometimes", "--", "true"], "sometimes"),
+    (["--on-change", "explode", "--", "true"], "explode"),
+    (["--watch", "/no/such/dir", "--", "true"], "does not exist"),
+    (["--on-change", "exec", "--", "true"], "needs --reload-command"),
+    (["--on-change", "http", "--", "true"], "needs at least one --webhook"),
+    (["--on-change", "http", "--webhook", "ftp://x", "--", "true"], "http:// or https://"),
+    (["--on-change", "probe", "--", "true"], "needs --health-addr"),
+    (["--poll", "0", "--", "true"], "more than 0"),
+    (["--validate", "'unclosed", "--", "true"], "--validate"),
+    (["--health-addr", "nohost", "--", "true"], "HOST:PORT"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cfgsup: error: ")
+    assert needle in err
+
+
+def test_env_vars_feed_options(capsys, monkeypatch):
+    monkeypatch.setenv("CFGSUP_STOP_TIMEOUT", "abc")
+    assert cli.main(["--", "true"]) == 2
+    assert "--stop-timeout" in capsys.readouterr().err
+    monkeypatch.setenv("CFGSUP_STOP_TIMEOUT", "7")
+    monkeypatch.setenv("CFGSUP_GROUP", "1")
+    monkeypatch.setenv("CFGSUP_REWRITE", "USR1:USR2 HUP:0")
+    settings = cli.parse(["--", "true"])
+    assert settings.stop_timeout == 7 and settings.group
+    assert settings.rewrite == ((signal.SIGUSR1, signal.SIGUSR2), (signal.SIGHUP, 0))
+
+
+def test_nothing_starts_on_bad_input(tmp_path):
+    marker = tmp_path / "started"
+    proc = subprocess.run([*CFGSUP, "--stop-timeout", "-5", "--", "touch", str(marker)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert not marker.exists()
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text, number", [
+    ("HUP", 1), ("SIGHUP", 1), ("hup", 1), ("1", 1), ("TERM", 15), ("SIGUSR2", 12),
+    ("RTMIN", signal.SIGRTMIN), ("RTMIN+2", signal.SIGRTMIN + 2), ("SIGRTMAX-1", signal.SIGRTMAX - 1),
+])
+def test_signal_spellings(text, number):
+    assert parse_signal(text) == number
+
+
+@pytest.mark.parametrize("text", ["", "0", "65", "KILLME", "RTMIN+99"])
+def test_bad_signals(text):
+    with pytest.raises(ValueError):
+        parse_signal(text)
+
+
+def test_durations_and_addresses():
+    assert parse_duration("10") == 10 and parse_duration("250ms") == 0.25 and parse_duration("2m") == 120
+    assert parse_host_port(":9090") == ("0.0.0.0", 9090)
+    assert parse_host_port("[::1]:80") == ("::1", 80)
+    for bad in ("-1", "x", "inf"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_help_and_version_exit_0(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "--stop-timeout" in capsys.readouterr().out
+    assert cli.main(["--version"]) == 0
