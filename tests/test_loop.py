@@ -365,3 +365,48 @@ def test_none_and_probe_leave_the_app_alone(mode):
     h.swap("v2")
     assert h.sys.sent == [] and h.loop.stats.changes == 1
     assert (h.loop.unhealthy is not None) == (mode == "probe")
+
+
+# ---- no lost update, whatever the interleaving -----------------------------------------------
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+steps = st.lists(st.one_of(
+    st.tuples(st.just("swap"), st.sampled_from(["v1", "a", "b", "c"])),
+    st.tuples(st.just("app-exits"), st.none()),
+    st.tuples(st.just("validator-exits"), st.booleans()),
+    st.tuples(st.just("time"), st.floats(0, 3)),
+), max_size=40)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.sampled_from(["restart", "signal"]), st.booleans(), steps)
+def test_no_lost_update_under_random_bursts(mode, validating, script):
+    h = Harness(watches=("/cfg",), on_change=mode, validate="check" if validating else None,
+                stop_timeout=2, on_exit="restart")
+    contents = ["v1"]
+    for kind, arg in script:
+        if kind == "swap":
+            h.swap(arg)
+            if arg != contents[-1]:
+                contents.append(arg)
+        elif kind == "app-exits" and h.child is not None:
+            h.exit(h.child, killed(signal.SIGTERM))
+        elif kind == "validator-exits" and h.loop.helper is not None:
+            h.exit(h.loop.helper.pid, exited(0 if arg else 1))
+        elif kind == "time":
+            h.advance(arg)
+    # Let everything settle: validators pass, stopping apps exit, timers run out.
+    for _ in range(20):
+        if h.loop.helper is not None:
+            h.exit(h.loop.helper.pid, exited(0))
+        elif h.loop.stopping and h.child is not None:
+            h.exit(h.child, killed(signal.SIGTERM))
+        else:
+            h.advance(5)
+    watch = h.loop.watches[0]
+    final = h.sys.content["/cfg"]
+    rejected = h.loop.rejected == (final,)
+    assert watch.applied.digest == final or rejected
+    # Every action started is one content transition; never more actions than new contents.
+    actions = sum(h.loop.stats.actions.values())
+    assert actions == h.loop.stats.changes <= len(contents) - 1
