@@ -86,6 +86,8 @@ ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
               help="Exit code with --on-change exit.")
 @click.option("--health-addr", type=ADDRESS, default=None,
               help="Serve /healthz, /readyz and /metrics on HOST:PORT.")
+@click.option("--ready-delay", type=SECONDS, default="0",
+              help="Seconds after each (re)start during which /readyz still answers 503.")
 @click.option("--log-format", type=click.Choice(st.LOG_FORMATS), default="text", help="Log line format.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
@@ -152,6 +154,7 @@ def _settings(options: dict) -> st.Settings:
         webhook_timeout=options["webhook_timeout"],
         change_exit_code=options["change_exit_code"],
         health_addr=options["health_addr"],
+        ready_delay=options["ready_delay"],
     )
 
 

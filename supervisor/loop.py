@@ -11,7 +11,6 @@ import os
 import queue
 import signal
 import time
-from dataclasses import dataclass, field
 
 from . import child as child_mod
 from . import reaper
@@ -44,6 +43,11 @@ class System:
 
         return InotifyWatcher(put, quiet_threads)
 
+    def pinned_mount(self, path):
+        from .watcher import pinned_mount
+
+        return pinned_mount(path)
+
     def poll_signature(self, root, only):
         from .watcher import poll_signature
 
@@ -68,36 +72,42 @@ def quiet_threads():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-@dataclass
 class Watch:
-    path: str             # as the user gave it
-    root: str             # the directory we watch
-    only: str | None      # for a watched file: its name inside root
-    current: Snapshot     # the content now (as last hashed)
-    applied: Snapshot     # the content the app was last brought up to date with
-    mode: str = "inotify"  # inotify | poll | missing
-    dirty: bool = False   # events arrived while an action was running
-    poll_key: object = None
+    __slots__ = ("path", "root", "only", "current", "applied", "mode", "dirty", "poll_key")
+
+    def __init__(self, path: str, root: str, only: str | None, snap: Snapshot):
+        self.path = path          # as the user gave it
+        self.root = root          # the directory we watch
+        self.only = only          # for a watched file: its name inside root
+        self.current = snap       # the content now (as last hashed)
+        self.applied = snap       # the content the app was last brought up to date with
+        self.mode = "inotify"     # inotify | poll | missing
+        self.dirty = False        # events arrived while an action was running
+        self.poll_key = None      # last poll fingerprint
 
 
-@dataclass
 class Action:
-    kind: str
-    target: list          # Snapshot per watch: what this action brings the app to
-    changed: list         # top-level names that differ
-    started: float
-    phase: str = "start"  # validate | run | stop
+    __slots__ = ("kind", "target", "changed", "started", "phase")
+
+    def __init__(self, kind: str, target: list, changed: list, started: float):
+        self.kind = kind          # the --on-change mode
+        self.target = target      # Snapshot per watch: what this action brings the app to
+        self.changed = changed    # top-level names that differ
+        self.started = started
+        self.phase = "start"      # validate | run | stop
 
 
-@dataclass
 class Stats:
-    changes: int = 0
-    actions: dict = field(default_factory=dict)   # (kind, result) -> count
-    rejections: int = 0
-    restarts: int = 0
-    orphans: int = 0
-    last_change: float = 0.0
-    last_apply: float = 0.0
+    """Counters for logs and /metrics."""
+
+    def __init__(self):
+        self.changes = 0
+        self.actions: dict = {}   # (kind, result) -> count
+        self.rejections = 0
+        self.restarts = 0
+        self.orphans = 0
+        self.last_change = 0.0
+        self.last_apply = 0.0
 
 
 def _signal_name(signo: int) -> str:
@@ -109,8 +119,10 @@ def _signal_name(signo: int) -> str:
 
 class Loop:
     def __init__(self, settings: Settings, log: Log, system: System | None = None,
-                 clock=time.monotonic, events: queue.SimpleQueue | None = None):
+                 clock=time.monotonic, events: queue.SimpleQueue | None = None, health_socket=None):
         self.s = settings
+        self.health_socket = health_socket
+        self.state: dict | None = None  # published for the health thread; replaced, never mutated
         self.log = log
         self.sys = system or System()
         self.clock = clock
@@ -160,14 +172,22 @@ class Loop:
                 root, only = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
             root = os.path.abspath(root)
             snap = self.sys.snapshot(root, only, self.s.include, self.s.exclude)
-            self.watches.append(Watch(path, root, only, snap, snap))
+            self.watches.append(Watch(path, root, only, snap))
             self._warn_unreadable(self.watches[-1], ())
+            if self.sys.pinned_mount(path):
+                self.log.warning(
+                    f"{path} is a mount of its own (a Kubernetes subPath mount or a single-file bind "
+                    f"mount): such mounts never receive ConfigMap/Secret updates. Mount the whole "
+                    f"volume as a directory and watch that directory instead.",
+                    event="subpath", watch=path)
 
     def run(self) -> int:
         self.install_signals()
         self.add_watches()  # hash before the app starts: that is the content it starts with
         if not self.start_child():
             return self.exit_code
+        if self.health_socket is not None:
+            self.start_health()
         if self.watches:
             self.events.put(("start-watching",))  # after whatever the app's start already queued
         while self.exit_code is None:
@@ -205,6 +225,36 @@ class Loop:
         if changed:
             self.refresh(changed)
         self.fire_timers()
+        if self.state is not None:
+            self.publish()
+
+    def start_health(self) -> None:
+        from .health import HealthServer
+
+        self.publish()
+        server = HealthServer(self.health_socket, lambda: self.state)
+        self.sys.start_thread(server.serve)
+        host, port = self.health_socket.getsockname()[:2]
+        self.log.info(f"serving /healthz /readyz /metrics on {host}:{port}", event="health")
+
+    def publish(self) -> None:
+        """Hand the health thread a fresh, immutable view of the state."""
+        st = self.stats
+        self.state = {
+            "child_up": self.child is not None,
+            "child_started": self.child_started,
+            "stopping": self.stopping,
+            "ready_delay": self.s.ready_delay,
+            "unhealthy": self.unhealthy,
+            "changes": st.changes,
+            "actions": dict(st.actions),
+            "rejections": st.rejections,
+            "restarts": st.restarts,
+            "orphans": st.orphans,
+            "last_change": st.last_change,
+            "last_apply": st.last_apply,
+            "watches": [(w.path, w.applied.digest, w.mode) for w in self.watches],
+        }
 
     def dispatch(self, event) -> None:
         kind = event[0]
@@ -591,4 +641,14 @@ def run(settings: Settings) -> int:
         error = reaper.become_subreaper()
         if error:
             log.debug(f"cannot become a child subreaper ({error}); orphans go to the real init")
-    return Loop(settings, log).run()
+    health_socket = None
+    if settings.health_addr:
+        from .health import bind
+
+        try:
+            health_socket = bind(*settings.health_addr)
+        except OSError as exc:
+            log.error(f"cannot serve health on {settings.health_addr[0]}:{settings.health_addr[1]}: "
+                      f"{exc.strerror or exc}", event="usage")
+            return 2
+    return Loop(settings, log, health_socket=health_socket).run()

@@ -6,15 +6,16 @@ into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ON_EXIT_MODES = ("exit", "restart")
 ON_CHANGE_MODES = ("restart", "signal", "exec", "http", "exit", "probe", "none")
 LOG_FORMATS = ("text", "json")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
+    """Immutable. A NamedTuple rather than a frozen dataclass: it costs PID 1 a few ms less at
+    every container start."""
     command: tuple[str, ...]
     # PID 1 core
     group: bool = False
@@ -46,6 +47,7 @@ class Settings:
     change_exit_code: int = 0
     # Kubernetes
     health_addr: tuple[str, int] | None = None
+    ready_delay: float = 0.0
 
     def rewritten(self, signo: int) -> int:
         """The signal to forward for `signo` (0: drop it)."""

@@ -119,3 +119,28 @@ def _stat_key(path: str):
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+def pinned_mount(path: str) -> bool:
+    """True when `path` is a bind mount of its own that pins one file (or one payload dir): how a
+    Kubernetes subPath mount (or a docker single-file bind mount) appears. Such a mount keeps the
+    inode it was made with; the kubelet's updates never reach it."""
+    import re
+
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return False
+
+    def unescape(text):
+        return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and unescape(fields[4]) == real:
+            root = unescape(fields[3])
+            if not os.path.isdir(real) or "/.." in root:
+                return True
+    return False

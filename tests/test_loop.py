@@ -94,6 +94,9 @@ class FakeSystem:
             raise OSError(28, "inotify watch limit reached")
         return FakeWatcher()
 
+    def pinned_mount(self, path):
+        return False
+
     def poll_signature(self, root, only):
         return ("kubelet", self.content.get(root))
 
