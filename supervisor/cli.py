@@ -31,6 +31,15 @@ class _Parsed(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def option(*decls, **attrs):
+    """click.option whose environment variable is CFGSUP_<LONG OPTION NAME>, whatever the
+    parameter is called in Python (--watch -> CFGSUP_WATCH, --signal -> CFGSUP_SIGNAL)."""
+    long_name = next(d for d in decls if d.startswith("--"))
+    attrs.setdefault("envvar", "CFGSUP_" + long_name[2:].upper().replace("-", "_"))
+    attrs.setdefault("show_envvar", True)
+    return click.option(*decls, **attrs)
+
+
 SIGNAL = _Parsed("SIGNAL", st.parse_signal)
 REWRITE = _Parsed("FROM:TO", st.parse_rewrite)
 SECONDS = _Parsed("SECONDS", st.parse_duration)
@@ -39,58 +48,57 @@ ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
 
 
 @click.command(
-    context_settings={"auto_envvar_prefix": "CFGSUP", "help_option_names": ["-h", "--help"],
-                      "show_default": True},
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
     help="Run COMMAND as a PID 1 that reaps, forwards signals, stops gracefully, and reloads "
          "or restarts it when watched ConfigMap/Secret content changes.\n\n"
          "Every option also reads CFGSUP_<OPTION>, e.g. CFGSUP_STOP_TIMEOUT=30.",
 )
-@click.option("-g", "--group", is_flag=True, help="Forward signals to the app's whole process group.")
-@click.option("-r", "--rewrite", type=REWRITE, multiple=True, metavar="FROM:TO",
+@option("-g", "--group", is_flag=True, help="Forward signals to the app's whole process group.")
+@option("-r", "--rewrite", type=REWRITE, multiple=True, metavar="FROM:TO",
               help="Forward signal FROM as TO (TO=0 drops it). Repeatable.")
-@click.option("-e", "--expect-exit", type=EXIT_CODE, multiple=True, metavar="CODE",
+@option("-e", "--expect-exit", type=EXIT_CODE, multiple=True, metavar="CODE",
               help="Exit 0 when the app's exit code is CODE. Repeatable.")
-@click.option("--stop-signal", type=SIGNAL, default="TERM", help="Signal cfgsup sends to stop the app.")
-@click.option("--stop-timeout", type=SECONDS, default="10",
+@option("--stop-signal", type=SIGNAL, default="TERM", help="Signal cfgsup sends to stop the app.")
+@option("--stop-timeout", type=SECONDS, default="10",
               help="Seconds from the stop signal to SIGKILL of the app's process group.")
-@click.option("--on-exit", type=click.Choice(st.ON_EXIT_MODES), default="exit",
+@option("--on-exit", type=click.Choice(st.ON_EXIT_MODES), default="exit",
               help="When the app exits by itself: exit with its code, or restart it with backoff.")
-@click.option("--restart-backoff", type=SECONDS, default="30",
+@option("--restart-backoff", type=SECONDS, default="30",
               help="Longest delay between restarts with --on-exit restart.")
-@click.option("--watch", "watches", multiple=True, metavar="PATH",
+@option("--watch", "watches", multiple=True, metavar="PATH",
               help="Directory (or file) whose content is watched. Repeatable.")
-@click.option("--allow-missing", is_flag=True,
+@option("--allow-missing", is_flag=True,
               help="A watched path may be missing at start; its appearance is a change.")
-@click.option("--poll", type=SECONDS, default=None,
+@option("--poll", type=SECONDS, default=None,
               help="Poll every SECONDS instead of using inotify.")
-@click.option("--debounce", type=SECONDS, default="0.2",
+@option("--debounce", type=SECONDS, default="0.2",
               help="Quiet time before hashing a plain (non-kubelet) directory after an event.")
-@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB count.")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Files matching GLOB never count.")
-@click.option("--on-change", type=click.Choice(st.ON_CHANGE_MODES), default="restart",
+@option("--include", multiple=True, metavar="GLOB", help="Only files matching GLOB count.")
+@option("--exclude", multiple=True, metavar="GLOB", help="Files matching GLOB never count.")
+@option("--on-change", type=click.Choice(st.ON_CHANGE_MODES), default="restart",
               help="What a content change does.")
-@click.option("--signal", "reload_signal", type=SIGNAL, default="HUP",
+@option("--signal", "reload_signal", type=SIGNAL, default="HUP",
               help="Signal sent to the app with --on-change signal.")
-@click.option("--reload-command", metavar="CMD", help="Command run with --on-change exec.")
-@click.option("--validate", metavar="CMD",
+@option("--reload-command", metavar="CMD", help="Command run with --on-change exec.")
+@option("--validate", metavar="CMD",
               help="Command run before acting on a change; non-zero rejects the change.")
-@click.option("--command-timeout", type=SECONDS, default="30",
+@option("--command-timeout", type=SECONDS, default="30",
               help="Time limit for --validate and --reload-command.")
-@click.option("--webhook", "webhooks", multiple=True, metavar="URL",
+@option("--webhook", "webhooks", multiple=True, metavar="URL",
               help="URL called with --on-change http. Repeatable.")
-@click.option("--webhook-method", default="POST", help="HTTP method for --webhook.")
-@click.option("--webhook-retries", type=click.IntRange(0, 100), default=3,
+@option("--webhook-method", default="POST", help="HTTP method for --webhook.")
+@option("--webhook-retries", type=click.IntRange(0, 100), default=3,
               help="Retries per webhook, with doubling backoff.")
-@click.option("--webhook-timeout", type=SECONDS, default="5", help="Time limit per webhook request.")
-@click.option("--change-exit-code", type=EXIT_CODE, default="0",
+@option("--webhook-timeout", type=SECONDS, default="5", help="Time limit per webhook request.")
+@option("--change-exit-code", type=EXIT_CODE, default="0",
               help="Exit code with --on-change exit.")
-@click.option("--health-addr", type=ADDRESS, default=None,
+@option("--health-addr", type=ADDRESS, default=None,
               help="Serve /healthz, /readyz and /metrics on HOST:PORT.")
-@click.option("--ready-delay", type=SECONDS, default="0",
+@option("--ready-delay", type=SECONDS, default="0",
               help="Seconds after each (re)start during which /readyz still answers 503.")
-@click.option("--log-format", type=click.Choice(st.LOG_FORMATS), default="text", help="Log line format.")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@option("--log-format", type=click.Choice(st.LOG_FORMATS), default="text", help="Log line format.")
+@option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @click.version_option(None, "--version", package_name="cfgsup")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(**options):

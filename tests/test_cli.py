@@ -91,3 +91,15 @@ def test_help_and_version_exit_0(capsys):
     assert cli.main(["--help"]) == 0
     assert "--stop-timeout" in capsys.readouterr().out
     assert cli.main(["--version"]) == 0
+
+
+def test_readme_documents_every_option_with_its_env_var():
+    import os
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as fh:
+        readme = fh.read()
+    for param in [p for p in cli.command.params if p.param_type_name == "option"]:
+        long_name = next(o for o in param.opts if o.startswith("--"))
+        assert f"`{long_name}" in readme, long_name
+        if param.envvar:
+            assert f"`{param.envvar}`" in readme, param.envvar
