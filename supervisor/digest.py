@@ -1,7 +1,7 @@
 """The content digest of a watched path: a pure function of what the app would read there.
 
 Sorted relative paths, each framed with its length and followed by the length-framed bytes, fed
-to xxh3. A kubelet volume (ConfigMap, Secret, projected, downwardAPI) is read through one
+to xxh3 (one 64-bit digest per top-level name, one 128-bit digest over those). A kubelet volume (ConfigMap, Secret, projected, downwardAPI) is read through one
 resolution of `..data`, so one digest never mixes two payloads; `..`-prefixed entries are the
 kubelet's internals and never count. A plain directory with the same visible files gives the same
 digest as the kubelet directory. Unreadable files count as a marker (never their content), so
@@ -10,6 +10,7 @@ becoming readable is a change.
 from __future__ import annotations
 
 import os
+import struct
 from fnmatch import fnmatchcase
 from typing import NamedTuple
 
@@ -26,8 +27,7 @@ class Snapshot(NamedTuple):
     kubelet: bool                 # read through a `..data` link
 
 
-def _frame(n: int) -> bytes:
-    return n.to_bytes(8, "little")
+_U64 = struct.Struct("<Q")  # length frames
 
 
 def _selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
@@ -71,10 +71,16 @@ def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None
             unreadable.append(child)
 
 
+_CHUNK = 1 << 16
+
+
 def _read(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
+        data = os.read(fd, _CHUNK)
+        if len(data) < _CHUNK:
+            return data  # a short read of a regular file is its end: saves a syscall per file
+        chunks = [data]
         while True:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
@@ -98,22 +104,18 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> S
     else:
         _walk(base, "", files, unreadable, set())
     files.sort()
-    total = xxhash.xxh3_128()
-    per_name: dict[str, xxhash.xxh3_64] = {}
+    # Each top-level name gets the digest of its framed files; the total digest is taken over
+    # the sorted (name, entry digest) pairs, so every byte is hashed exactly once.
+    entries: dict[str, str] = {}
+    nested: dict[str, xxhash.xxh3_64] = {}
+    filtered = bool(include or exclude)
+    pack = _U64.pack
     for rel, path in files:
-        if not _selected(rel, include, exclude):
+        if filtered and not _selected(rel, include, exclude):
             continue
-        name = rel.partition("/")[0]
-        part = per_name.get(name)
-        if part is None:
-            part = per_name[name] = xxhash.xxh3_64()
-        encoded = os.fsencode(rel)
-        head = _frame(len(encoded)) + encoded
+        encoded = rel.encode("utf-8", "surrogateescape")
         try:
             data = _read(path) if path is not None else None
-        except PermissionError:
-            data = None
-            unreadable.append(rel)
         except FileNotFoundError:
             if kubelet:
                 raise  # the payload dir went away under us: read the new one
@@ -122,16 +124,23 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> S
             data = None
             unreadable.append(rel)
         if data is None:
-            head += b"U"
-            total.update(head)
-            part.update(head)
+            piece = b"".join((pack(len(encoded)), encoded, b"U"))
         else:
-            head += b"F" + _frame(len(data))
-            total.update(head)
-            total.update(data)
-            part.update(head)
-            part.update(data)
-    entries = {name: h.hexdigest() for name, h in per_name.items()}
+            piece = b"".join((pack(len(encoded)), encoded, b"F", pack(len(data)), data))
+        name, nested_path, _ = rel.partition("/")
+        if nested_path:
+            part = nested.get(name)
+            if part is None:
+                part = nested[name] = xxhash.xxh3_64()
+            part.update(piece)
+        else:
+            entries[name] = xxhash.xxh3_64_hexdigest(piece)
+    for name, part in nested.items():
+        entries[name] = part.hexdigest()
+    total = xxhash.xxh3_128()
+    for name in sorted(entries):
+        encoded = name.encode("utf-8", "surrogateescape")
+        total.update(b"".join((pack(len(encoded)), encoded, entries[name].encode())))
     return Snapshot(total.hexdigest(), entries, tuple(sorted(set(unreadable))), kubelet)
 
 

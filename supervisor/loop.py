@@ -22,6 +22,7 @@ GROUP_POLL = 0.05      # while stopping: how often to look whether the app's gro
 BACKOFF_START = 0.5    # --on-exit restart: first delay, doubled up to --restart-backoff
 BACKOFF_RESET = 10.0   # ... and reset once the app stayed up this long
 MISSING_POLL = 1.0     # how often a missing watched path is looked for (inotify mode)
+WATCH_DELAY = 0.05     # from starting the app to setting up the watches
 
 
 class System:
@@ -189,7 +190,10 @@ class Loop:
         if self.health_socket is not None:
             self.start_health()
         if self.watches:
-            self.events.put(("start-watching",))  # after whatever the app's start already queued
+            # The app gets the CPU for its first moments, not our watchdog import (tens of ms);
+            # and an app that is already gone needs no watches. What changes meanwhile is caught
+            # by the refresh once the watches are in place.
+            self.timers["start-watching"] = self.clock() + WATCH_DELAY
         while self.exit_code is None:
             self.step()
         self.close()
@@ -264,8 +268,6 @@ class Loop:
             self.on_reap()
         elif kind == "gone":
             self.on_gone(event[1])
-        elif kind == "start-watching":
-            self.start_watching()
         elif kind == "webhook":
             self.on_webhook(event[1], event[2])
 
@@ -284,6 +286,8 @@ class Loop:
                 self.on_helper_deadline()
             elif name == "poll":
                 self.on_poll()
+            elif name == "start-watching":
+                self.start_watching()
             elif name[0] == "debounce":
                 self.refresh({name[1]})
 
@@ -348,14 +352,18 @@ class Loop:
             self.after_stop()
 
     def on_reap(self) -> None:
+        orphans = False
         for pid, status in self.sys.reap():
             if pid == self.child:
                 self.on_child_exit(status)
             elif self.helper is not None and pid == self.helper.pid:
                 self.on_helper_exit(status)
             else:
+                orphans = True
                 self.stats.orphans += 1
                 self.log.debug(f"reaped orphan {pid} ({reaper.describe(status)})", event="reap", pid=pid)
+        if orphans and "group" in self.timers:
+            self.on_group_poll()  # the app's lingering group may just have emptied: look now
 
     def on_child_exit(self, status: int) -> None:
         pid, self.child = self.child, None

@@ -119,7 +119,7 @@ class Harness:
         self.loop.add_watches()
         assert self.loop.start_child()
         if self.settings.watches:
-            self.events.put(("start-watching",))
+            self.loop.start_watching()
         self.drain()
 
     @property
