@@ -7,8 +7,8 @@ Only this module reaps, signals, spawns and logs.
 from __future__ import annotations
 
 import contextlib
+from _queue import Empty, SimpleQueue  # the C queue: `queue` would also import threading
 import os
-import queue
 import signal
 import time
 
@@ -120,14 +120,14 @@ def _signal_name(signo: int) -> str:
 
 class Loop:
     def __init__(self, settings: Settings, log: Log, system: System | None = None,
-                 clock=time.monotonic, events: queue.SimpleQueue | None = None, health_socket=None):
+                 clock=time.monotonic, events: SimpleQueue | None = None, health_socket=None):
         self.s = settings
         self.health_socket = health_socket
         self.state: dict | None = None  # published for the health thread; replaced, never mutated
         self.log = log
         self.sys = system or System()
         self.clock = clock
-        self.events = events or queue.SimpleQueue()
+        self.events = events or SimpleQueue()
         self.timers: dict[object, float] = {}
         self.child: int | None = None
         self.child_started = 0.0
@@ -168,10 +168,12 @@ class Loop:
 
     def add_watches(self) -> None:
         for path in self.s.watches:
-            root, only = path, None
-            if os.path.exists(path) and not os.path.isdir(path):
-                root, only = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
-            root = os.path.abspath(root)
+            root, only = os.path.abspath(path), None
+            if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
+                # A file, or a kubelet link (`key -> ..data/key`, maybe a directory): watch the
+                # directory holding it, where the ..data swap happens; a watch on the file or
+                # link itself would see nothing (or die) at the first update.
+                root, only = os.path.dirname(root), os.path.basename(root)
             snap = self.sys.snapshot(root, only, self.s.include, self.s.exclude)
             self.watches.append(Watch(path, root, only, snap))
             self._warn_unreadable(self.watches[-1], ())
@@ -214,7 +216,7 @@ class Loop:
             batch.append(self.events.get(block=block, timeout=timeout))
             while True:
                 batch.append(self.events.get_nowait())
-        except queue.Empty:
+        except Empty:
             pass
         changed = set()
         for event in batch:

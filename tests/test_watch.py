@@ -251,3 +251,16 @@ def test_nested_key_added_and_removed(run_cfgsup, volume):
     volume.write({"app.conf": "v1", "extra/x/y.conf": "new"})
     running.wait_line(r"change in .*: nested ")
     wait_until(lambda: running.count(r"^child got SIGHUP$") == 2, what="two reloads")
+
+
+def test_nested_directory_of_a_kubelet_volume(run_cfgsup, volume):
+    # `nested` is a visible link `nested -> ..data/nested`: the swap happens in its parent.
+    path = os.path.join(volume.path, "nested")
+    running = run_cfgsup("--watch", path, "--on-change", "signal", "--", *APP)
+    ready(running)
+    running.wait_line(r"INFO watching")
+    volume.write({"app.conf": "v9", "nested/deep.conf": "d1"})  # outside the watched dir
+    volume.write({"app.conf": "v9", "nested/deep.conf": "d2"})
+    running.wait_line(r"^child got SIGHUP$")
+    line = running.wait_line(r"change in .*: nested ")
+    assert line and running.count(r"INFO change in") == 1
