@@ -1,7 +1,8 @@
 """File-system events -> "maybe changed" events on the loop's queue.
 
-Imported only once the app is running (watchdog costs tens of milliseconds to import). The
-watchdog threads never touch process state: they only `put` small tuples:
+watchdog (tens of milliseconds to import) is imported only when inotify watching starts, after
+the app is running; polling never imports it. The watchdog threads never touch process state:
+they only `put` small tuples:
     ("fs", index, commit)  something under watch `index` may have changed; commit=True for a
                            kubelet `..data` swap (an atomic commit: no debounce needed)
     ("gone", index)        the watched directory itself was deleted (its inotify watch is dead)

@@ -82,7 +82,8 @@ class FakeSystem:
     def snapshot(self, root, only, include, exclude):
         self.hashes += 1
         digest = self.content.get(root, MISSING)
-        return Snapshot(digest, {} if digest == MISSING else {"key": digest}, (), True)
+        unreadable = ("secret.key",) if digest.startswith("unreadable") else ()
+        return Snapshot(digest, {} if digest == MISSING else {"key": digest}, unreadable, True)
 
     def helper(self, purpose, command, env, timeout, now):
         helper = FakeHelper(self._pid(), purpose, command, env, timeout, now)
@@ -413,3 +414,12 @@ def test_no_lost_update_under_random_bursts(mode, validating, script):
     # Every action started is one content transition; never more actions than new contents.
     actions = sum(h.loop.stats.actions.values())
     assert actions == h.loop.stats.changes <= len(contents) - 1
+
+
+def test_unreadable_file_is_warned_once_by_name_and_readable_again_is_a_change():
+    h = Harness(watches=("/cfg",), on_change="signal")
+    h.swap("unreadable-1")
+    h.swap("unreadable-2")
+    assert h.log().count("cannot read secret.key") == 1
+    h.swap("v3")  # readable again: new content, acted on
+    assert len([s for s in h.sys.sent if s[1] == signal.SIGHUP]) == 3

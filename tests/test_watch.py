@@ -5,7 +5,6 @@ import http.server
 import os
 import random
 import shutil
-import signal
 import threading
 
 import pytest
@@ -23,6 +22,14 @@ def volume(tmp_path):
 def ready(running, start=0):
     match = running.wait_line(r"^child ready pid=(\d+) changed=(.*)$", start=start)
     return int(match.group(1)), match.group(2)
+
+
+def watching(run_cfgsup, *args):
+    """Start `cfgsup ARGS -- app`; return it once the app is up and the watches are in place."""
+    running = run_cfgsup(*args, "--", *APP)
+    ready(running)
+    running.wait_line(r"INFO watching")
+    return running
 
 
 WATCH_MODES = [pytest.param((), id="inotify"), pytest.param(("--poll", "0.1"), id="poll")]
@@ -62,9 +69,7 @@ def psutil_alive(pid):
 
 
 def test_touch_chmod_and_identical_swaps_do_nothing(run_cfgsup, volume):
-    running = run_cfgsup("-v", "--watch", volume.path, "--on-change", "signal", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "-v", "--watch", volume.path, "--on-change", "signal")
     data = os.path.join(volume.path, os.readlink(os.path.join(volume.path, "..data")))
     os.utime(os.path.join(data, "app.conf"))
     os.chmod(os.path.join(data, "app.conf"), 0o600)
@@ -81,10 +86,8 @@ def test_touch_chmod_and_identical_swaps_do_nothing(run_cfgsup, volume):
 
 def test_exec_mode_runs_the_reload_command(run_cfgsup, volume, tmp_path):
     out = tmp_path / "reloads"
-    running = run_cfgsup("--watch", volume.path, "--on-change", "exec", "--reload-command",
-                         f"sh -c 'echo \"$CFGSUP_CHANGED\" >> {out}'", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "exec", "--reload-command",
+                         f"sh -c 'echo \"$CFGSUP_CHANGED\" >> {out}'")
     volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
     running.wait_line(r"ran the reload command for app.conf")
     assert out.read_text() == "app.conf\n"
@@ -129,28 +132,21 @@ def webhook_server():
 
 def test_http_mode_calls_the_webhook_with_retries(run_cfgsup, volume, webhook_server):
     url = f"http://127.0.0.1:{webhook_server.server_address[1]}/-/reload"
-    running = run_cfgsup("--watch", volume.path, "--on-change", "http", "--webhook", url, "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "http", "--webhook", url)
     volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
     running.wait_line(r"called the webhook\(s\) for app.conf")
     assert Recorder.seen == [("POST", "/-/reload", "app.conf")] * 2
 
 
 def test_exit_mode_stops_the_app_and_exits_with_the_code(run_cfgsup, volume):
-    running = run_cfgsup("--watch", volume.path, "--on-change", "exit", "--change-exit-code", "3",
-                         "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "exit", "--change-exit-code", "3")
     volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
     assert running.wait() == 3
     assert running.count(r"^child got SIGTERM$") == 1
 
 
 def test_none_mode_only_logs(run_cfgsup, volume):
-    running = run_cfgsup("--watch", volume.path, "--on-change", "none", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "none")
     volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
     running.wait_line(r"did nothing \(--on-change none\)")
     assert running.count(r"child got") == 0
@@ -158,9 +154,7 @@ def test_none_mode_only_logs(run_cfgsup, volume):
 
 def test_validate_rejects_bad_content_and_tries_the_next(run_cfgsup, volume):
     check = f"sh -c 'grep -q good {volume.path}/app.conf || {{ echo \"app.conf: no good\"; exit 1; }}'"
-    running = run_cfgsup("--watch", volume.path, "--on-change", "signal", "--validate", check, "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "signal", "--validate", check)
     volume.write({"app.conf": "bad", "nested/deep.conf": "d1"})
     running.wait_line(r"validation rejected the change, nothing applied: exited with code 1; output: app.conf: no good")
     volume.write({"app.conf": "good", "nested/deep.conf": "d1"})
@@ -172,9 +166,7 @@ def test_plain_directory_edits_are_debounced_into_one_action(run_cfgsup, tmp_pat
     conf = tmp_path / "plain"
     conf.mkdir()
     (conf / "a.conf").write_text("one")
-    running = run_cfgsup("--watch", str(conf), "--on-change", "signal", "--debounce", "0.3", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", str(conf), "--on-change", "signal", "--debounce", "0.3")
     with open(conf / "a.conf", "w") as fh:  # an edit in several writes
         for part in ("line1\n", "line2\n", "line3\n"):
             fh.write(part)
@@ -188,9 +180,7 @@ def test_plain_directory_edits_are_debounced_into_one_action(run_cfgsup, tmp_pat
 
 def test_single_file_watch_survives_kubelet_swaps(run_cfgsup, volume):
     path = os.path.join(volume.path, "app.conf")
-    running = run_cfgsup("--watch", path, "--on-change", "signal", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", path, "--on-change", "signal")
     volume.write({"app.conf": "v1", "nested/deep.conf": "other"})  # not our file
     volume.write({"app.conf": "v2", "nested/deep.conf": "other"})
     running.wait_line(r"^child got SIGHUP$")
@@ -212,9 +202,7 @@ def test_deleted_and_recreated_directory(run_cfgsup, tmp_path):
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "a").write_text("1")
-    running = run_cfgsup("--watch", str(conf), "--on-change", "signal", "--debounce", "0.05", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", str(conf), "--on-change", "signal", "--debounce", "0.05")
     shutil.rmtree(conf)
     running.wait_line(r"was deleted; waiting for it to come back")
     conf.mkdir()
@@ -227,11 +215,9 @@ def test_deleted_and_recreated_directory(run_cfgsup, tmp_path):
 
 def test_burst_of_swaps_ends_on_the_final_content(run_cfgsup, volume):
     contents = [f"c{n}" for n in range(6)]
-    running = run_cfgsup("--watch", volume.path, "--on-change", "signal", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "signal")
     rnd = random.Random(7)
-    for _ in range(300):
+    for _ in range(1000):  # thousands of swaps, as fast as they can be written
         volume.write({"app.conf": rnd.choice(contents), "nested/deep.conf": "d1"})
     volume.write({"app.conf": "final", "nested/deep.conf": "d1"})
     final = short(snapshot(volume.path).digest)
@@ -243,9 +229,7 @@ def test_burst_of_swaps_ends_on_the_final_content(run_cfgsup, volume):
 
 
 def test_nested_key_added_and_removed(run_cfgsup, volume):
-    running = run_cfgsup("--watch", volume.path, "--on-change", "signal", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "signal")
     volume.write({"app.conf": "v1", "nested/deep.conf": "d1", "extra/x/y.conf": "new"})
     running.wait_line(r"change in .*: extra ")
     volume.write({"app.conf": "v1", "extra/x/y.conf": "new"})
@@ -256,9 +240,7 @@ def test_nested_key_added_and_removed(run_cfgsup, volume):
 def test_nested_directory_of_a_kubelet_volume(run_cfgsup, volume):
     # `nested` is a visible link `nested -> ..data/nested`: the swap happens in its parent.
     path = os.path.join(volume.path, "nested")
-    running = run_cfgsup("--watch", path, "--on-change", "signal", "--", *APP)
-    ready(running)
-    running.wait_line(r"INFO watching")
+    running = watching(run_cfgsup, "--watch", path, "--on-change", "signal")
     volume.write({"app.conf": "v9", "nested/deep.conf": "d1"})  # outside the watched dir
     volume.write({"app.conf": "v9", "nested/deep.conf": "d2"})
     running.wait_line(r"^child got SIGHUP$")
