@@ -138,9 +138,10 @@ def start(argv, **kw):
 def swap_once(volume, lines, n, jitter=0.0):
     if jitter:
         time.sleep(random.uniform(0, jitter))  # a random phase against the poll timer
-    t0 = time.monotonic()
     volume.write({"app.conf": f"version {n} {random.random()}"})
-    return float(lines.until("got ", timeout=10).split()[1]) - t0
+    # From the atomic commit (the rename of ..data_tmp over ..data), not from the start of the
+    # kubelet's write: that is when the new content exists for anyone.
+    return float(lines.until("got ", timeout=10).split()[1]) - volume.committed_at
 
 
 def bench_latency(swaps, poll_swaps):
@@ -459,7 +460,10 @@ def main():
     ]
     out = [f"# cfgsup benchmarks{' (smoke run: numbers mean nothing)' if args.smoke else ''}", "",
            f"Machine: {machine()}", "", f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-           f"`python benchmarks/run.py{' --smoke' if args.smoke else ''}`", ""]
+           f"`python benchmarks/run.py{' --smoke' if args.smoke else ''}` (cfgsup installed with "
+           f"`pip install .`)", "",
+           "All rows of a section run in the same run, interleaved where they can be, so read the "
+           "ratios: the machines are shared and absolute times move from run to run.", ""]
     targets = []
     for title, header, rows, checks in sections:
         out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""]

@@ -1,7 +1,7 @@
 """The content digest of a watched path: a pure function of what the app would read there.
 
 Sorted relative paths, each framed with its length and followed by the length-framed bytes, fed
-to xxh3 (one 64-bit digest per top-level name, one 128-bit digest over those). A kubelet volume (ConfigMap, Secret, projected, downwardAPI) is read through one
+to xxh3-128 (plus one xxh3-64 per top-level name, to tell which names changed). A kubelet volume (ConfigMap, Secret, projected, downwardAPI) is read through one
 resolution of `..data`, so one digest never mixes two payloads; `..`-prefixed entries are the
 kubelet's internals and never count. A plain directory with the same visible files gives the same
 digest as the kubelet directory. Unreadable files count as a marker (never their content), so
@@ -42,7 +42,8 @@ def _selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> b
 
 
 def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None:
-    """Collect (relative path, absolute path) of the regular files below base/rel, following links."""
+    """Collect (relative path, exists) for the files below base/rel, following links; a dangling
+    link is listed with exists=False (its presence still counts)."""
     path = os.path.join(base, rel) if rel else base
     try:
         with os.scandir(path) as it:
@@ -64,9 +65,9 @@ def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None
                     seen.add(key)
                     _walk(base, child, files, unreadable, seen)
             elif entry.is_file():
-                files.append((child, entry.path))
+                files.append((child, True))
             elif entry.is_symlink() and not os.path.exists(entry.path):
-                files.append((child, None))  # dangling link: its presence still counts
+                files.append((child, False))
         except OSError:
             unreadable.append(child)
 
@@ -74,8 +75,8 @@ def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None
 _CHUNK = 1 << 16
 
 
-def _read(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _read(rel: str, dir_fd: int) -> bytes:
+    fd = os.open(rel, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)  # no full path walk per file
     try:
         data = os.read(fd, _CHUNK)
         if len(data) < _CHUNK:
@@ -91,56 +92,58 @@ def _read(path: str) -> bytes:
 
 
 def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> Snapshot:
-    files: list[tuple[str, str | None]] = []
+    files: list[tuple[str, bool]] = []
     unreadable: list[str] = []
     if only is not None:
         target = os.path.join(base, only)
         if os.path.isdir(target):
             _walk(base, only, files, unreadable, set())
         elif os.path.lexists(target):
-            files.append((only, target if os.path.exists(target) else None))
+            files.append((only, os.path.exists(target)))
         else:
             return Snapshot(MISSING, {}, (), kubelet)
     else:
         _walk(base, "", files, unreadable, set())
     files.sort()
-    # Each top-level name gets the digest of its framed files; the total digest is taken over
-    # the sorted (name, entry digest) pairs, so every byte is hashed exactly once.
+    # The total digest is taken over every framed file in sorted order; each top-level name also
+    # gets the digest of its own framed files, to tell which names changed.
+    total = xxhash.xxh3_128()
     entries: dict[str, str] = {}
     nested: dict[str, xxhash.xxh3_64] = {}
     filtered = bool(include or exclude)
     pack = _U64.pack
-    for rel, path in files:
-        if filtered and not _selected(rel, include, exclude):
-            continue
-        encoded = rel.encode("utf-8", "surrogateescape")
-        try:
-            data = _read(path) if path is not None else None
-        except FileNotFoundError:
-            if kubelet:
-                raise  # the payload dir went away under us: read the new one
-            continue  # a plain file removed while we walked: it is simply gone
-        except OSError:
-            data = None
-            unreadable.append(rel)
-        if data is None:
-            piece = b"".join((pack(len(encoded)), encoded, b"U"))
-        else:
-            piece = b"".join((pack(len(encoded)), encoded, b"F", pack(len(data)), data))
-        name, nested_path, _ = rel.partition("/")
-        if nested_path:
-            part = nested.get(name)
-            if part is None:
-                part = nested[name] = xxhash.xxh3_64()
-            part.update(piece)
-        else:
-            entries[name] = xxhash.xxh3_64_hexdigest(piece)
+    dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for rel, exists in files:
+            if filtered and not _selected(rel, include, exclude):
+                continue
+            encoded = rel.encode("utf-8", "surrogateescape")
+            try:
+                data = _read(rel, dir_fd) if exists else None
+            except FileNotFoundError:
+                if kubelet:
+                    raise  # the payload dir went away under us: read the new one
+                continue  # a plain file removed while we walked: it is simply gone
+            except OSError:
+                data = None
+                unreadable.append(rel)
+            if data is None:
+                piece = b"".join((pack(len(encoded)), encoded, b"U"))
+            else:
+                piece = b"".join((pack(len(encoded)), encoded, b"F", pack(len(data)), data))
+            total.update(piece)
+            name, nested_path, _ = rel.partition("/")
+            if nested_path:
+                part = nested.get(name)
+                if part is None:
+                    part = nested[name] = xxhash.xxh3_64()
+                part.update(piece)
+            else:
+                entries[name] = xxhash.xxh3_64_hexdigest(piece)
+    finally:
+        os.close(dir_fd)
     for name, part in nested.items():
         entries[name] = part.hexdigest()
-    total = xxhash.xxh3_128()
-    for name in sorted(entries):
-        encoded = name.encode("utf-8", "surrogateescape")
-        total.update(b"".join((pack(len(encoded)), encoded, entries[name].encode())))
     return Snapshot(total.hexdigest(), entries, tuple(sorted(set(unreadable))), kubelet)
 
 

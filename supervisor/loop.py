@@ -23,6 +23,7 @@ BACKOFF_START = 0.5    # --on-exit restart: first delay, doubled up to --restart
 BACKOFF_RESET = 10.0   # ... and reset once the app stayed up this long
 MISSING_POLL = 1.0     # how often a missing watched path is looked for (inotify mode)
 WATCH_DELAY = 0.05     # from starting the app to setting up the watches
+INSTANT = ("signal", "probe", "none")  # --on-change modes that are done as soon as applied
 
 
 class System:
@@ -514,20 +515,28 @@ class Loop:
         target = tuple(w.current.digest for w in self.watches)
         if target == tuple(w.applied.digest for w in self.watches) or target == self.rejected:
             return
-        changed = []
+        changed, notes = [], []
         for watch in self.watches:
             if watch.current.digest == watch.applied.digest:
                 continue
             old, new = watch.applied.entries, watch.current.entries
             names = sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
             changed.extend(names)
-            self.log.info(f"change in {watch.path}: {', '.join(names) or '(nothing visible)'} "
+            notes.append((f"change in {watch.path}: {', '.join(names) or '(nothing visible)'} "
                           f"{short(watch.applied.digest)} -> {short(watch.current.digest)}",
-                          event="change", watch=watch.path, changed=names,
-                          old=short(watch.applied.digest), new=short(watch.current.digest))
+                          dict(event="change", watch=watch.path, changed=names,
+                               old=short(watch.applied.digest), new=short(watch.current.digest))))
         self.stats.changes += 1
         self.stats.last_change = time.time()
         self.action = Action(self.s.on_change, [w.current for w in self.watches], changed, self.clock())
+        if not self.s.validate and self.action.kind in INSTANT:
+            self.apply()  # the signal first: the app is waiting for it, the log lines are not
+            for message, fields in notes:
+                self.log.info(message, **fields)
+            self.finish_action("done")
+            return
+        for message, fields in notes:
+            self.log.info(message, **fields)
         if self.s.validate:
             self.action.phase = "validate"
             self.run_helper("validate", self.s.validate)
@@ -547,7 +556,6 @@ class Loop:
         elif kind == "signal":
             if self.child is not None:
                 self.sys.send(self.child, self.s.reload_signal, self.s.group)
-            self.finish_action("done")
         elif kind == "exec":
             self.run_helper("reload", self.s.reload_command)
         elif kind == "http":
@@ -561,9 +569,7 @@ class Loop:
         elif kind == "probe":
             self.unhealthy = (f"configuration changed ({', '.join(action.changed) or 'content'}); "
                               f"waiting for the kubelet to restart the container")
-            self.finish_action("done")
-        else:  # none
-            self.finish_action("done")
+        # signal, probe and none are done at once: the caller finishes them (INSTANT)
 
     def finish_action(self, result: str, detail: str = "") -> None:
         action, self.action = self.action, None
@@ -633,7 +639,10 @@ class Loop:
         if purpose == "validate":
             if ok:
                 self.log.debug("validation passed", event="validated")
-                self.apply()
+                kind = self.action.kind
+                self.apply()  # a restart of an app that is already down may finish in here
+                if kind in INSTANT:
+                    self.finish_action("done")
             else:
                 self.finish_action("rejected", detail)
         else:

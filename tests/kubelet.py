@@ -22,6 +22,7 @@ class KubeletVolume:
         self.mode = mode
         os.makedirs(self.path, exist_ok=True)
         self.swaps = 0
+        self.committed_at = 0.0
         if payload is not None:
             self.write(payload)
 
@@ -66,6 +67,7 @@ class KubeletVolume:
         tmp = os.path.join(self.path, "..data_tmp")
         os.symlink(new_dir, tmp)
         os.rename(tmp, data_link)
+        self.committed_at = time.monotonic()  # the moment the new payload became visible
         # 4. visible links: create missing, remove dropped
         new_top = {k.split("/")[0] for k in payload}
         for name in sorted(new_top):
