@@ -64,10 +64,12 @@ class InotifyWatcher:
         from watchdog.observers.inotify import InotifyObserver
 
         self.events = _event_filter()
-        # timeout=None: the dispatch thread blocks until an event, no periodic wake-up.
-        self.observer = InotifyObserver(timeout=None)
         self.handles: dict[int, object] = {}
+        # Every watchdog thread (its inotify reader starts in the constructor) must block the
+        # signals we handle; else the kernel may deliver one to it while the main thread sleeps.
         with self.quiet_threads():
+            # timeout=None: the dispatch thread blocks until an event, no periodic wake-up.
+            self.observer = InotifyObserver(timeout=None)
             self.observer.start()
 
     def add(self, index: int, root: str, only: str | None) -> None:
