@@ -173,3 +173,13 @@ def test_unreadable_file_counts_as_a_marker_and_becoming_readable_is_a_change():
         assert len(readable) == 1 and readable[0] != digest
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_large_file_is_read_whole(tmp_path):
+    big = os.urandom(300_000)  # several read chunks
+    write_plain(tmp_path / "a", {"big.bin": big})
+    KubeletVolume(tmp_path / "k", {"big.bin": big})
+    flipped = big[:-1] + bytes([big[-1] ^ 1])
+    write_plain(tmp_path / "b", {"big.bin": flipped})
+    assert snapshot(str(tmp_path / "a")).digest == snapshot(str(tmp_path / "k")).digest
+    assert snapshot(str(tmp_path / "a")).digest != snapshot(str(tmp_path / "b")).digest
