@@ -25,11 +25,13 @@ RESET_IN_CHILD = tuple(s for s in signal.valid_signals() if s not in (signal.SIG
 
 
 class SpawnError(Exception):
-    """The command could not be started; `code` is the shell's code for it (127 or 126)."""
+    """The command could not be started; `code` is the shell's code for it (127 or 126).
+    `transient`: out of processes or memory, worth another try later."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, transient: bool = False):
         super().__init__(message)
         self.code = code
+        self.transient = transient
 
 
 def _spawn(argv, env, file_actions=()):
@@ -48,6 +50,8 @@ def _spawn(argv, env, file_actions=()):
     except PermissionError:
         raise SpawnError(126, f"{argv[0]}: permission denied (not executable)") from None
     except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.ENOMEM):
+            raise SpawnError(126, f"{argv[0]}: cannot start now: {exc.strerror}", transient=True) from None
         if exc.errno == errno.ENOEXEC:
             raise SpawnError(126, f"{argv[0]}: cannot execute (not a program and no #! line)") from None
         raise SpawnError(126, f"{argv[0]}: cannot execute: {exc.strerror}") from None

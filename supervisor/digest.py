@@ -9,6 +9,7 @@ becoming readable is a change.
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from fnmatch import fnmatchcase
@@ -18,6 +19,10 @@ import xxhash
 
 MISSING = "missing"
 _RETRIES = 8
+# Errors that say nothing about the content, only about this moment (out of fds or memory):
+# they are raised to the caller, which keeps the last digest and tries again later. Any other
+# error reading a file marks it unreadable, which is part of the content.
+TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
 
 
 class Snapshot(NamedTuple):
@@ -48,10 +53,12 @@ def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None
     try:
         with os.scandir(path) as it:
             entries = list(it)
-    except PermissionError:
-        unreadable.append(rel or ".")
-        return
     except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        if exc.errno in TRANSIENT:
+            raise
+        unreadable.append(rel or ".")  # permission denied, I/O error: part of what the app sees
         return
     for entry in entries:
         if entry.name.startswith(".."):
@@ -68,7 +75,9 @@ def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None
                 files.append((child, True))
             elif entry.is_symlink() and not os.path.exists(entry.path):
                 files.append((child, False))
-        except OSError:
+        except OSError as exc:
+            if exc.errno in TRANSIENT:
+                raise
             unreadable.append(child)
 
 
@@ -107,7 +116,8 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> S
     filtered = bool(include or exclude)
     pack = _U64.pack
     os_open, os_read, os_close, flags = os.open, os.read, os.close, os.O_RDONLY | os.O_CLOEXEC
-    dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # O_PATH: only a handle for the relative opens below, needs no read permission of its own.
+    dir_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for rel, exists in files:
             if filtered and not _selected(rel, include, exclude):
@@ -129,7 +139,9 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> S
                 if kubelet:
                     raise  # the payload dir went away under us: read the new one
                 continue  # a plain file removed while we walked: it is simply gone
-            except OSError:
+            except OSError as exc:
+                if exc.errno in TRANSIENT:
+                    raise
                 data = None
                 unreadable.append(rel)
             if data is None:
@@ -153,16 +165,29 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> S
 
 
 def snapshot(root: str, only: str | None = None, include=(), exclude=()) -> Snapshot:
-    """Digest of directory `root` (or only of its entry `only`, for a watched single file)."""
+    """Digest of directory `root` (or only of its entry `only`, for a watched single file).
+    Raises OSError only for a TRANSIENT error."""
+    try:
+        return _resolve_and_read(root, only, include, exclude)
+    except OSError as exc:
+        if exc.errno in TRANSIENT:
+            raise
+        # The directory itself cannot be opened (permissions on the way to it, say): that is
+        # what the app sees too, so it is a content of its own, and its end is a change.
+        return Snapshot(xxhash.xxh3_128_hexdigest(b"unreadable directory"), {}, (".",), False)
+
+
+def _resolve_and_read(root: str, only: str | None, include, exclude) -> Snapshot:
     for _ in range(_RETRIES):
         try:
             target = os.readlink(os.path.join(root, "..data"))
         except OSError:
             target = None
         if target is None:
-            if not os.path.isdir(root):
-                return Snapshot(MISSING, {}, (), False)
-            return _snapshot(root, only, include, exclude, kubelet=False)
+            try:
+                return _snapshot(root, only, include, exclude, kubelet=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return Snapshot(MISSING, {}, (), False)  # no such directory (any more)
         base = os.path.join(root, target)
         try:
             # `only` names a visible link `key -> ..data/key`: read it inside the resolved payload.
@@ -171,7 +196,10 @@ def snapshot(root: str, only: str | None = None, include=(), exclude=()) -> Snap
             continue  # swapped mid-read: resolve ..data again
         if snap.entries or os.path.isdir(base):
             return snap
-    return _snapshot(root, only, include, exclude, kubelet=False)
+    try:  # swapped under us every time: read through the visible links instead
+        return _snapshot(root, only, include, exclude, kubelet=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return Snapshot(MISSING, {}, (), False)
 
 
 def short(digest: str | None) -> str:

@@ -23,6 +23,7 @@ BACKOFF_START = 0.5    # --on-exit restart: first delay, doubled up to --restart
 BACKOFF_RESET = 10.0   # ... and reset once the app stayed up this long
 MISSING_POLL = 1.0     # how often a missing watched path is looked for (inotify mode)
 WATCH_DELAY = 0.05     # from starting the app to setting up the watches
+HASH_RETRY = 1.0       # after a transient failure to hash (out of fds or memory)
 INSTANT = ("signal", "probe", "none")  # --on-change modes that are done as soon as applied
 
 
@@ -75,7 +76,7 @@ def quiet_threads():
 
 
 class Watch:
-    __slots__ = ("path", "root", "only", "current", "applied", "mode", "dirty", "poll_key")
+    __slots__ = ("path", "root", "only", "current", "applied", "mode", "dirty", "poll_key", "failing")
 
     def __init__(self, path: str, root: str, only: str | None, snap: Snapshot):
         self.path = path          # as the user gave it
@@ -86,6 +87,7 @@ class Watch:
         self.mode = "inotify"     # inotify | poll | missing
         self.dirty = False        # events arrived while an action was running
         self.poll_key = None      # last poll fingerprint
+        self.failing = False      # the last hash failed for a transient reason
 
 
 class Action:
@@ -187,8 +189,12 @@ class Loop:
 
     def run(self) -> int:
         self.install_signals()
-        self.add_watches()  # hash before the app starts: that is the content it starts with
-        if not self.start_child():
+        try:
+            self.add_watches()  # hash before the app starts: that is the content it starts with
+        except OSError as exc:
+            self.log.error(f"cannot read the watched paths: {exc.strerror or exc}", event="usage")
+            return 2
+        if not self.start_child(first=True):
             return self.exit_code
         if self.health_socket is not None:
             self.start_health()
@@ -314,17 +320,25 @@ class Loop:
             self.stopping = "signal"
             self.timers.setdefault("kill", self.clock() + self.s.stop_timeout)
 
-    def start_child(self, changed=()) -> bool:
+    def start_child(self, changed=(), first=False) -> bool:
         env = dict(os.environ)
         if changed:
             env["CFGSUP_CHANGED"] = ",".join(changed)
         try:
             self.child = self.sys.spawn_app(list(self.s.command), env)
         except child_mod.SpawnError as exc:
+            if exc.transient and not first:  # out of processes or memory: try again, backing off
+                self.backoff = self.next_backoff(0.0)
+                self.log.warning(f"{exc}; retrying in {self.backoff:g}s", event="spawn-failed",
+                                 command=self.s.command[0])
+                self.timers["respawn"] = self.clock() + self.backoff
+                return False
             self.log.error(str(exc), event="spawn-failed", command=self.s.command[0])
             self.exit_code = exc.code
             return False
         self.child_started = self.clock()
+        if not first:
+            self.stats.restarts += 1
         self.log.debug(f"started {self.s.command[0]} as pid {self.child}", event="start", pid=self.child)
         return True
 
@@ -383,19 +397,25 @@ class Loop:
                 self.timers.pop("kill", None)
                 self.after_stop()
         elif self.s.on_exit == "restart":
-            self.backoff = (BACKOFF_START if uptime >= BACKOFF_RESET or not self.backoff
-                            else min(self.backoff * 2, self.s.restart_backoff))
-            self.backoff = min(self.backoff, self.s.restart_backoff)
+            self.backoff = self.next_backoff(uptime)
             self.log.info(f"restarting in {self.backoff:g}s (--on-exit restart)", event="backoff",
                           delay=self.backoff)
             self.timers["respawn"] = self.clock() + self.backoff
         else:
             self.exit_code = self.final_code(reaper.exit_code(status))
 
+    def next_backoff(self, uptime: float) -> float:
+        """0.5 s, doubling up to --restart-backoff; back to the start once the app stayed up."""
+        if uptime >= BACKOFF_RESET or not self.backoff:
+            return min(BACKOFF_START, self.s.restart_backoff)
+        return min(self.backoff * 2, self.s.restart_backoff)
+
     def respawn_after_exit(self) -> None:
-        if self.child is None and self.exit_code is None:
-            self.stats.restarts += 1
-            self.start_child()
+        if self.child is not None or self.exit_code is not None:
+            return
+        restarting = self.action is not None and self.action.phase == "stop"
+        if self.start_child(self.action.changed if restarting else ()) and restarting:
+            self.finish_action("done")  # a restart for a change whose first start attempt failed
 
     def after_stop(self) -> None:
         reason, self.stopping = self.stopping, None
@@ -408,7 +428,6 @@ class Loop:
             self.finish_action("done")
         elif reason == "restart":
             self.timers.pop("respawn", None)
-            self.stats.restarts += 1
             if self.start_child(self.action.changed if self.action else ()):
                 self.finish_action("done")
 
@@ -491,7 +510,19 @@ class Loop:
             if self.action is not None:
                 watch.dirty = True  # hashed once the running action is over
                 continue
-            snap = self.sys.snapshot(watch.root, watch.only, self.s.include, self.s.exclude)
+            try:
+                snap = self.sys.snapshot(watch.root, watch.only, self.s.include, self.s.exclude)
+            except OSError as exc:  # out of fds or memory: keep what we know, look again soon
+                if not watch.failing:
+                    self.log.warning(f"cannot hash {watch.path} now ({exc.strerror or exc}); "
+                                     f"retrying every {HASH_RETRY:g}s", event="hash-failed",
+                                     watch=watch.path)
+                watch.failing = True
+                self.timers[("debounce", index)] = self.clock() + HASH_RETRY
+                continue
+            if watch.failing:
+                watch.failing = False
+                self.log.info(f"{watch.path} can be hashed again", event="hash-ok", watch=watch.path)
             if snap.digest == watch.current.digest:
                 self.log.debug(f"{watch.path}: event without content change", event="no-change",
                                watch=watch.path)
@@ -561,11 +592,14 @@ class Loop:
         elif kind == "http":
             from .actions import post_webhooks
 
-            self.sys.start_thread(
-                post_webhooks, self.s.webhooks, self.s.webhook_method, self.s.webhook_retries,
-                self.s.webhook_timeout, ",".join(action.changed),
-                lambda ok, detail: self.events.put(("webhook", ok, detail)),
-            )
+            try:
+                self.sys.start_thread(
+                    post_webhooks, self.s.webhooks, self.s.webhook_method, self.s.webhook_retries,
+                    self.s.webhook_timeout, ",".join(action.changed),
+                    lambda ok, detail: self.events.put(("webhook", ok, detail)),
+                )
+            except RuntimeError as exc:  # no thread to be had: count it, keep the app
+                self.events.put(("webhook", False, f"cannot start a thread: {exc}"))
         elif kind == "probe":
             self.unhealthy = (f"configuration changed ({', '.join(action.changed) or 'content'}); "
                               f"waiting for the kubelet to restart the container")
@@ -612,7 +646,7 @@ class Loop:
             env["CFGSUP_CHILD_PID"] = str(self.child)
         try:
             self.helper = self.sys.helper(purpose, command, env, self.s.command_timeout, self.clock())
-        except (child_mod.SpawnError, ValueError) as exc:
+        except (child_mod.SpawnError, ValueError, OSError) as exc:
             self.helper_done(purpose, False, str(exc))
             return
         self.timers["helper"] = self.helper.deadline

@@ -68,9 +68,13 @@ class InotifyWatcher:
         # Every watchdog thread (its inotify reader starts in the constructor) must block the
         # signals we handle; else the kernel may deliver one to it while the main thread sleeps.
         with self.quiet_threads():
-            # timeout=None: the dispatch thread blocks until an event, no periodic wake-up.
-            self.observer = InotifyObserver(timeout=None)
-            self.observer.start()
+            try:
+                # timeout=None: the dispatch thread blocks until an event, no periodic wake-up.
+                self.observer = InotifyObserver(timeout=None)
+                self.observer.start()
+            except OSError:
+                _close_stray_inotify_fds()
+                raise
 
     def add(self, index: int, root: str, only: str | None) -> None:
         # A kubelet volume changes only by the top-level ..data swap: no need to recurse into it.
@@ -93,6 +97,20 @@ class InotifyWatcher:
     def stop(self) -> None:
         self.observer.stop()
         self.observer.join(timeout=2)
+
+
+def _close_stray_inotify_fds() -> None:
+    """watchdog keeps its inotify fd open when its set-up fails half way (out of fds, say); with
+    polling instead, nothing else of ours holds one, so give those back. readlink needs no fd."""
+    import resource
+
+    limit = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536)
+    for fd in range(3, limit):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                os.close(fd)
+        except OSError:
+            continue
 
 
 def poll_signature(root: str, only: str | None):

@@ -1,12 +1,14 @@
 """The loop's logic with a fake OS: no processes, no files, no real time."""
 from __future__ import annotations
 
+import errno
 import io
 import queue
 import signal
 
 import pytest
 
+from supervisor.child import SpawnError
 from supervisor.digest import MISSING, Snapshot
 from supervisor.logs import Log
 from supervisor.loop import Loop
@@ -57,12 +59,17 @@ class FakeSystem:
         self.threads = []
         self.inotify_fails = inotify_fails
         self.hashes = 0
+        self.spawn_failures = 0
+        self.hash_failures = 0
 
     def _pid(self):
         self.next_pid += 1
         return self.next_pid
 
     def spawn_app(self, argv, env):
+        if self.spawn_failures:
+            self.spawn_failures -= 1
+            raise SpawnError(126, "app: cannot start now: Resource temporarily unavailable", transient=True)
         pid = self._pid()
         self.spawned.append((pid, env))
         self.alive_groups.add(pid)
@@ -80,6 +87,9 @@ class FakeSystem:
         return reaped
 
     def snapshot(self, root, only, include, exclude):
+        if self.hash_failures:
+            self.hash_failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
         self.hashes += 1
         digest = self.content.get(root, MISSING)
         unreadable = ("secret.key",) if digest.startswith("unreadable") else ()
@@ -118,7 +128,7 @@ class Harness:
         self.loop = Loop(self.settings, Log(10, "text", self.log_stream), self.sys,
                          clock=lambda: self.now[0], events=self.events)
         self.loop.add_watches()
-        assert self.loop.start_child()
+        assert self.loop.start_child(first=True)
         if self.settings.watches:
             self.loop.start_watching()
         self.drain()
@@ -423,3 +433,40 @@ def test_unreadable_file_is_warned_once_by_name_and_readable_again_is_a_change()
     assert h.log().count("cannot read secret.key") == 1
     h.swap("v3")  # readable again: new content, acted on
     assert len([s for s in h.sys.sent if s[1] == signal.SIGHUP]) == 3
+
+
+def test_transient_hash_failure_is_retried_without_losing_the_change():
+    h = Harness(watches=("/cfg",), on_change="signal")
+    h.sys.hash_failures = 3
+    h.swap("v2")
+    assert h.sys.sent == [] and h.log().count("cannot hash /cfg now (Too many open files)") == 1
+    h.advance(1.1)
+    h.advance(1.1)
+    assert h.sys.sent == []
+    h.advance(1.1)  # the fourth try succeeds
+    assert h.sys.sent == [(h.child, signal.SIGHUP, False)]
+    assert "can be hashed again" in h.log()
+
+
+def test_transient_spawn_failure_on_restart_is_retried_and_finishes_the_action():
+    h = Harness(watches=("/cfg",), on_change="restart")
+    first = h.child
+    h.swap("v2")
+    h.sys.spawn_failures = 2
+    h.exit(first, killed(signal.SIGTERM))
+    assert h.child is None and h.loop.exit_code is None
+    assert "cannot start now" in h.log() and "retrying in 0.5s" in h.log()
+    h.advance(0.5)
+    assert h.child is None and "retrying in 1s" in h.log()
+    h.advance(1)
+    assert h.child is not None and h.sys.spawned[-1][1]["CFGSUP_CHANGED"] == "key"
+    assert h.loop.action is None and h.loop.watches[0].applied.digest == "v2"
+    assert h.loop.stats.restarts == 1
+
+
+def test_first_start_failure_exits_with_the_shell_code():
+    system = FakeSystem()
+    system.spawn_failures = 1
+    loop = Loop(Settings(command=("app",)), Log(10, "text", io.StringIO()), system,
+                events=queue.SimpleQueue())
+    assert not loop.start_child(first=True) and loop.exit_code == 126

@@ -289,3 +289,27 @@ def test_term_burst_with_watches_active_stops_cleanly(run_cfgsup, volume, attemp
     # The app exits 0 on the first TERM; the second, forwarded too, may catch it mid-exit (143).
     # What matters: cfgsup does not sit on a signal one of its threads swallowed.
     assert running.wait(timeout=10) in (0, 143)
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_inotify_unavailable_falls_back_to_polling(run_cfgsup, volume):
+    # Five fds: enough to start, hash and poll, not for watchdog's inotify fd and its pipe.
+    running = run_cfgsup("--watch", volume.path, "--on-change", "signal", "--", *APP,
+                         prefix=["prlimit", "--nofile=5"])
+    ready(running)
+    running.wait_line(r"WARNING inotify unavailable \(Too many open files\); polling every 1s instead")
+    running.wait_line(r"watching .* \(poll\)")
+    volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
+    running.wait_line(r"^child got SIGHUP$")
+    assert running.count("WARNING") == 1
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_running_out_of_fds_while_hashing_keeps_the_app(run_cfgsup, volume):
+    # Six fds: inotify fits, but then hashing the directory cannot open it.
+    running = run_cfgsup("--watch", volume.path, "--", *APP, prefix=["prlimit", "--nofile=6"])
+    pid, _ = ready(running)
+    running.wait_line(r"WARNING cannot hash .* now \(Too many open files\); retrying every 1s")
+    assert psutil_alive(pid) and "Traceback" not in running.text()
+    running.signal(signal.SIGTERM)
+    assert running.wait() == 0
