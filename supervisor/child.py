@@ -57,14 +57,20 @@ def _spawn(argv, env, file_actions=()):
         raise SpawnError(126, f"{argv[0]}: cannot execute: {exc.strerror}") from None
 
 
-def spawn_app(argv, env) -> int:
-    """Start the app; with a terminal on stdin it becomes the terminal's foreground group."""
-    pid = _spawn(argv, env)
+def spawn_app(argv, env, previous: int = 0) -> int:
+    """Start the app. When cfgsup (or the app it replaces, `previous`) holds the terminal on
+    stdin, the new app's group takes it over, so that Ctrl-C and friends reach the app; a cfgsup
+    started in the background leaves the terminal to whoever has it."""
     try:
-        # cfgsup ignores SIGTTOU, so this works even when cfgsup is not in the foreground itself.
-        os.tcsetpgrp(0, pid)
+        foreground = os.tcgetpgrp(0) in (os.getpgrp(), previous)
     except OSError:
-        pass  # no controlling terminal: the normal case in a container
+        foreground = False  # no controlling terminal: the normal case in a container
+    pid = _spawn(argv, env)
+    if foreground:
+        try:
+            os.tcsetpgrp(0, pid)  # cfgsup ignores SIGTTOU, so this never stops cfgsup itself
+        except OSError:
+            pass
     return pid
 
 

@@ -133,37 +133,17 @@ def _settings(options: dict) -> st.Settings:
                     raise ValueError("empty command")
             except ValueError as exc:
                 raise click.UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
-    level = 10 if options["verbose"] else 30 if options["quiet"] else 20
-    return st.Settings(
+    # Click's parameter names are the Settings field names; only a few need converting.
+    values = {name: options[name] for name in st.Settings._fields if name in options}
+    values.update(
         command=tuple(options["command"]),
-        group=options["group"],
-        stop_signal=options["stop_signal"],
-        stop_timeout=options["stop_timeout"],
-        rewrite=tuple(options["rewrite"]),
         expect_exit=frozenset(options["expect_exit"]),
-        on_exit=options["on_exit"],
-        restart_backoff=options["restart_backoff"],
-        log_level=level,
-        log_format=options["log_format"],
-        watches=tuple(options["watches"]),
-        allow_missing=options["allow_missing"],
-        poll=options["poll"],
-        debounce=options["debounce"],
-        include=tuple(options["include"]),
-        exclude=tuple(options["exclude"]),
-        on_change=mode,
-        reload_signal=options["reload_signal"],
-        reload_command=options["reload_command"],
-        validate=options["validate"],
-        command_timeout=options["command_timeout"],
-        webhooks=tuple(options["webhooks"]),
         webhook_method=options["webhook_method"].upper(),
-        webhook_retries=options["webhook_retries"],
-        webhook_timeout=options["webhook_timeout"],
-        change_exit_code=options["change_exit_code"],
-        health_addr=options["health_addr"],
-        ready_delay=options["ready_delay"],
+        log_level=10 if options["verbose"] else 30 if options["quiet"] else 20,
     )
+    for name in ("rewrite", "watches", "include", "exclude", "webhooks"):
+        values[name] = tuple(values[name])
+    return st.Settings(**values)
 
 
 def parse(argv: list[str]) -> st.Settings | int:

@@ -97,7 +97,7 @@ class HealthServer:
                                  "text/plain; version=0.0.4; charset=utf-8")
                     return
                 health, ready = verdicts(get_state(), time.monotonic())
-                verdict = {"/healthz": health, "/livez": health, "/readyz": ready}.get(path)
+                verdict = {"/healthz": health, "/readyz": ready}.get(path)
                 if verdict is None:
                     self._answer(404, b"not found\n")
                 else:

@@ -325,7 +325,7 @@ class Loop:
         if changed:
             env["CFGSUP_CHANGED"] = ",".join(changed)
         try:
-            self.child = self.sys.spawn_app(list(self.s.command), env)
+            self.child = self.sys.spawn_app(list(self.s.command), env, self.stopped_pgid)
         except child_mod.SpawnError as exc:
             if exc.transient and not first:  # out of processes or memory: try again, backing off
                 self.backoff = self.next_backoff(0.0)

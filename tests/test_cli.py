@@ -103,3 +103,10 @@ def test_readme_documents_every_option_with_its_env_var():
         assert f"`{long_name}" in readme, long_name
         if param.envvar:
             assert f"`{param.envvar}`" in readme, param.envvar
+
+
+def test_every_setting_has_its_option():
+    from supervisor.settings import Settings
+
+    names = {p.name for p in cli.command.params}
+    assert set(Settings._fields) - names == {"log_level"}  # from -v/-q

@@ -66,7 +66,7 @@ class FakeSystem:
         self.next_pid += 1
         return self.next_pid
 
-    def spawn_app(self, argv, env):
+    def spawn_app(self, argv, env, previous=0):
         if self.spawn_failures:
             self.spawn_failures -= 1
             raise SpawnError(126, "app: cannot start now: Resource temporarily unavailable", transient=True)

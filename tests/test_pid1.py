@@ -6,6 +6,7 @@ import pty
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import psutil
@@ -255,7 +256,8 @@ def test_child_gets_clean_mask_default_dispositions_and_only_fds_012(run_cfgsup,
 
 
 # ---- terminal ------------------------------------------------------------------------------
-def test_ctrl_c_on_a_pty_reaches_the_app_and_exits_130(tmp_path):
+def on_a_pty(argv):
+    """Start argv as a session leader whose controlling terminal is a new pty; (proc, master)."""
     master, slave = pty.openpty()
     slave_name = os.ttyname(slave)
 
@@ -265,9 +267,37 @@ def test_ctrl_c_on_a_pty_reaches_the_app_and_exits_130(tmp_path):
         for target in (0, 1, 2):
             os.dup2(fd, target)
 
-    proc = subprocess.Popen([*CFGSUP, "-v", "--", "sh", "-c", "echo ready; exec sleep 300"],
-                            preexec_fn=become_session_leader_on_the_pty, close_fds=True)
+    proc = subprocess.Popen(argv, preexec_fn=become_session_leader_on_the_pty, close_fds=True)
     os.close(slave)
+    return proc, master
+
+
+def foreground_sleep(proc, master):
+    def app_in_foreground():
+        apps = [p for p in psutil.Process(proc.pid).children() if p.name() == "sleep"]
+        return apps if apps and os.tcgetpgrp(master) == apps[0].pid else None
+    return wait_until(app_in_foreground, what="app in the foreground")[0]
+
+
+def test_restarted_app_gets_the_terminal_too():
+    proc, master = on_a_pty([*CFGSUP, "--on-exit", "restart", "--", "sleep", "300"])
+    try:
+        first = foreground_sleep(proc, master)
+        first.terminate()
+        wait_until(lambda: foreground_sleep(proc, master).pid != first.pid, what="restarted app in front")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) in (0, 143)
+    finally:
+        if proc.poll() is None:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.wait(timeout=5)
+        os.close(master)
+
+
+def test_ctrl_c_on_a_pty_reaches_the_app_and_exits_130(tmp_path):
+    proc, master = on_a_pty([*CFGSUP, "-v", "--", "sh", "-c", "echo ready; exec sleep 300"])
     output = b""
     try:
         deadline = time.monotonic() + 10
@@ -295,3 +325,32 @@ def test_ctrl_c_on_a_pty_reaches_the_app_and_exits_130(tmp_path):
             pass
         os.close(master)
     assert b"received SIGINT" not in output  # the terminal signalled the app, not cfgsup
+
+
+BACKGROUND = """
+import os, subprocess, sys
+# A background job, like `cfgsup ... &` in an interactive shell.
+cfgsup = subprocess.Popen(sys.argv[1:], process_group=0, stderr=subprocess.PIPE)
+for line in iter(cfgsup.stderr.readline, b""):  # logged once spawning (and any tcsetpgrp) is done
+    if b"started sleep" in line:
+        break
+print("terminal kept" if os.tcgetpgrp(0) == os.getpgrp() else "terminal stolen", flush=True)
+cfgsup.terminate()
+cfgsup.wait(10)
+"""
+
+
+def test_cfgsup_in_the_background_leaves_the_terminal_alone():
+    proc, master = on_a_pty([sys.executable, "-c", BACKGROUND, *CFGSUP, "-v", "--", "sleep", "300"])
+    output = b""
+    try:
+        deadline = time.monotonic() + 15
+        while b"terminal " not in output and time.monotonic() < deadline:
+            output += os.read(master, 4096)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        os.close(master)
+    assert b"terminal kept" in output
