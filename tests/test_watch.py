@@ -81,6 +81,7 @@ def test_touch_chmod_and_identical_swaps_do_nothing(run_cfgsup, volume):
     running.wait_line(r"event without content change")
     volume.write({"app.conf": "v3", "nested/deep.conf": "d1"})  # a real change as a marker
     running.wait_line(r"^child got SIGHUP$")
+    running.wait_line(r"sent SIGHUP")  # logged after the signal went out
     assert running.count(r"^child got SIGHUP$") == 1
     assert running.count(r"INFO change in") == 1
 
@@ -187,6 +188,7 @@ def test_single_file_watch_survives_kubelet_swaps(run_cfgsup, volume):
     running.wait_line(r"^child got SIGHUP$")
     volume.write({"app.conf": "v3", "nested/deep.conf": "other"})  # the watch must still be alive
     wait_until(lambda: running.count(r"^child got SIGHUP$") == 2, what="second HUP")
+    wait_until(lambda: running.count(r"sent SIGHUP") == 2, what="second HUP logged")
     assert running.count(r"INFO change in") == 2
 
 
