@@ -40,6 +40,23 @@ def option(*decls, **attrs):
     return click.option(*decls, **attrs)
 
 
+def _help(ctx, _param, value):
+    if value:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+
+
+def _version(ctx, _param, value):
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            click.echo(f"cfgsup {version('cfgsup')}")
+        except PackageNotFoundError:
+            click.echo("cfgsup (not installed)")
+        ctx.exit(0)
+
+
 SIGNAL = _Parsed("SIGNAL", st.parse_signal)
 REWRITE = _Parsed("FROM:TO", st.parse_rewrite)
 SECONDS = _Parsed("SECONDS", st.parse_duration)
@@ -48,7 +65,10 @@ ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
 
 
 @click.command(
-    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    context_settings={"show_default": True},
+    # Our own -h/--help and --version: click's built-in ones translate their help text through
+    # gettext on every start, which imports locale and costs PID 1 about a millisecond.
+    add_help_option=False,
     help="Run COMMAND as a PID 1 that reaps, forwards signals, stops gracefully, and reloads "
          "or restarts it when watched ConfigMap/Secret content changes.\n\n"
          "Every option also reads CFGSUP_<OPTION>, e.g. CFGSUP_STOP_TIMEOUT=30.",
@@ -99,7 +119,10 @@ ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
 @option("--log-format", type=click.Choice(st.LOG_FORMATS), default="text", help="Log line format.")
 @option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-@click.version_option(None, "--version", package_name="cfgsup")
+@click.option("-h", "--help", is_flag=True, expose_value=False, is_eager=True, callback=_help,
+              help="Show this message and exit.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(**options):
     return options
