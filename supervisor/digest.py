@@ -60,19 +60,21 @@ def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None
             raise
         unreadable.append(rel or ".")  # permission denied, I/O error: part of what the app sees
         return
+    prefix = rel + "/" if rel else ""
     for entry in entries:
-        if entry.name.startswith(".."):
+        name = entry.name
+        if name.startswith(".."):
             continue  # kubelet internals: ..data, ..data_tmp, ..2026_11_26_...
-        child = f"{rel}/{entry.name}" if rel else entry.name
+        child = prefix + name
         try:
-            if entry.is_dir():  # follows symlinks, like the app opening a path would
+            if entry.is_file():  # the common case first; both follow links, as the app would
+                files.append((child, True))
+            elif entry.is_dir():
                 st = entry.stat()
                 key = (st.st_dev, st.st_ino)
                 if key not in seen:  # a link loop must not hang PID 1
                     seen.add(key)
                     _walk(base, child, files, unreadable, seen)
-            elif entry.is_file():
-                files.append((child, True))
             elif entry.is_symlink() and not os.path.exists(entry.path):
                 files.append((child, False))
         except OSError as exc:
@@ -149,14 +151,14 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> S
             else:
                 piece = b"".join((pack(len(encoded)), encoded, b"F", pack(len(data)), data))
             total.update(piece)
-            name, nested_path, _ = rel.partition("/")
-            if nested_path:
+            if "/" not in rel:
+                entries[rel] = xxhash.xxh3_64_hexdigest(piece)
+            else:
+                name = rel.partition("/")[0]
                 part = nested.get(name)
                 if part is None:
                     part = nested[name] = xxhash.xxh3_64()
                 part.update(piece)
-            else:
-                entries[name] = xxhash.xxh3_64_hexdigest(piece)
     finally:
         os.close(dir_fd)
     for name, part in nested.items():
