@@ -631,7 +631,8 @@ class Loop:
             log(f"{what} for {', '.join(action.changed) or 'the change'} in {took * 1000:.1f} ms"
                 + (f" ({result}: {detail})" if result != "done" else ""),
                 event="action", action=action.kind, result=result, changed=action.changed,
-                took=round(took, 4), detail=detail or None)
+                took=round(took, 4), detail=detail or None,
+                signal=_signal_name(self.s.reload_signal) if action.kind == "signal" else None)
         # Whatever arrived meanwhile is folded into one follow-up on the newest content.
         dirty = {i for i, w in enumerate(self.watches) if w.dirty}
         for index in dirty:

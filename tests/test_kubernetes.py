@@ -129,6 +129,16 @@ def test_json_logs_carry_fields_and_never_contents(run_cfgsup, volume):
     assert "s3cr3t" not in running.text()
 
 
+def test_json_signal_action_names_the_signal(run_cfgsup, volume):
+    running = run_cfgsup("--log-format", "json", "--on-change", "signal", "--signal", "USR1",
+                         "--watch", volume.path, "--", *APP)
+    running.wait_line(r'"event":"watching"')
+    volume.write({"app.conf": "v2", "password": "s3cr3t-v1"})
+    line = running.wait_line(r'^\{.*"event":"action".*\}$')
+    record = json.loads(line.string)
+    assert record["signal"] == "SIGUSR1" and record["result"] == "done" and record["took"] >= 0
+
+
 def test_health_port_in_use_is_a_usage_error_before_anything_starts(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
