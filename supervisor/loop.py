@@ -35,6 +35,7 @@ class System:
     group_alive = staticmethod(child_mod.group_alive)
     reap = staticmethod(reaper.reap_all)
     snapshot = staticmethod(snapshot)
+    isdir = staticmethod(os.path.isdir)
 
     def helper(self, purpose, command, env, timeout, now):
         from .actions import Helper
@@ -84,7 +85,7 @@ class Watch:
         self.only = only          # for a watched file: its name inside root
         self.current = snap       # the content now (as last hashed)
         self.applied = snap       # the content the app was last brought up to date with
-        self.mode = "inotify"     # inotify | poll | missing
+        self.mode = "pending"     # inotify | poll | missing, once watching has started
         self.dirty = False        # events arrived while an action was running
         self.poll_key = None      # last poll fingerprint
         self.failing = False      # the last hash failed for a transient reason
@@ -439,8 +440,9 @@ class Loop:
         if self.s.poll is None:
             try:
                 self.watcher = self.sys.watcher(self.events.put, quiet_threads)
-            except OSError as exc:
-                self.log.warning(f"inotify unavailable ({exc.strerror or exc}); polling every "
+            except Exception as exc:  # noqa: BLE001 - whatever breaks in watchdog, poll instead
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                self.log.warning(f"inotify unavailable ({reason}); polling every "
                                  f"{MISSING_POLL:g}s instead", event="watcher", mode="poll")
         for index, watch in enumerate(self.watches):
             self.attach(index, watch)
@@ -454,15 +456,24 @@ class Loop:
         if self.watcher is None:
             watch.mode = "poll"
             watch.poll_key = self.sys.poll_signature(watch.root, watch.only)
-        elif not os.path.isdir(watch.root):
+        elif not self.sys.isdir(watch.root):
             watch.mode = "missing"
         else:
             try:
                 self.watcher.add(index, watch.root, watch.only)
                 watch.mode = "inotify"
-            except OSError as exc:
-                self.log.warning(f"cannot watch {watch.path} with inotify ({exc.strerror or exc}); "
-                                 f"polling it every {self.poll_interval():g}s", event="watcher", mode="poll")
+            except Exception as exc:  # noqa: BLE001 - the watch limit (ENOSPC), or anything else
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                if not any(w.mode == "inotify" for w in self.watches):
+                    # Nothing is on inotify yet: give it up whole (and whatever it half made).
+                    self.watcher.abandon()
+                    self.watcher = None
+                    self.log.warning(f"inotify unavailable ({reason}); polling every "
+                                     f"{self.poll_interval():g}s instead", event="watcher", mode="poll")
+                else:
+                    self.log.warning(f"cannot watch {watch.path} with inotify ({reason}); "
+                                     f"polling it every {self.poll_interval():g}s", event="watcher",
+                                     mode="poll")
                 watch.mode = "poll"
                 watch.poll_key = self.sys.poll_signature(watch.root, watch.only)
         if watch.mode != "inotify":
@@ -475,7 +486,7 @@ class Loop:
         changed = set()
         for index, watch in enumerate(self.watches):
             if watch.mode == "missing":
-                if os.path.isdir(watch.root):
+                if self.sys.isdir(watch.root):
                     self.attach(index, watch)
                     changed.add(index)
             elif watch.mode == "poll":

@@ -17,11 +17,11 @@ def _event_filter():
     # of its config from waking us at all (watchdog builds the inotify mask from this list).
     from watchdog import events as e
 
-    return [
-        e.FileCreatedEvent, e.DirCreatedEvent, e.FileDeletedEvent, e.DirDeletedEvent,
-        e.FileMovedEvent, e.DirMovedEvent, e.FileModifiedEvent, e.FileClosedEvent,
-        e.FileAttribEvent, e.DirAttribEvent,
-    ]
+    names = ("FileCreatedEvent", "DirCreatedEvent", "FileDeletedEvent", "DirDeletedEvent",
+             "FileMovedEvent", "DirMovedEvent", "FileModifiedEvent", "FileClosedEvent",
+             # watchdog 7 reports chmod (a file becoming readable) apart; before, as "modified"
+             "FileAttribEvent", "DirAttribEvent")
+    return [getattr(e, name) for name in names if hasattr(e, name)]
 
 
 class _Handler:
@@ -98,10 +98,16 @@ class InotifyWatcher:
         self.observer.stop()
         self.observer.join(timeout=2)
 
+    def abandon(self) -> None:
+        """Stop after a failed set-up, and give back the inotify fds watchdog left open."""
+        self.stop()
+        _close_stray_inotify_fds()
+
 
 def _close_stray_inotify_fds() -> None:
-    """watchdog keeps its inotify fd open when its set-up fails half way (out of fds, say); with
-    polling instead, nothing else of ours holds one, so give those back. readlink needs no fd."""
+    """watchdog keeps an inotify fd open when its set-up fails half way (out of fds, say). Only
+    called once nothing of ours uses inotify any more, so every one left is stray. readlink needs
+    no fd, which matters when fds are what ran out."""
     import resource
 
     limit = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536)

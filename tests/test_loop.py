@@ -34,11 +34,18 @@ class FakeHelper:
 
 
 class FakeWatcher:
-    def __init__(self):
+    def __init__(self, fail_adds=()):
         self.added = []
+        self.fail_adds = fail_adds
+        self.abandoned = False
 
     def add(self, index, root, only):
+        if root in self.fail_adds:
+            raise OSError(28, "No space left on device")  # what the inotify watch limit says
         self.added.append(root)
+
+    def abandon(self):
+        self.abandoned = True
 
     def remove(self, index):
         pass
@@ -61,6 +68,7 @@ class FakeSystem:
         self.hashes = 0
         self.spawn_failures = 0
         self.hash_failures = 0
+        self.fail_adds = ()
 
     def _pid(self):
         self.next_pid += 1
@@ -102,11 +110,15 @@ class FakeSystem:
 
     def watcher(self, put, quiet_threads):
         if self.inotify_fails:
-            raise OSError(28, "inotify watch limit reached")
-        return FakeWatcher()
+            raise OSError(24, "Too many open files")
+        self.the_watcher = FakeWatcher(self.fail_adds)
+        return self.the_watcher
 
     def pinned_mount(self, path):
         return False
+
+    def isdir(self, root):
+        return root in self.content
 
     def poll_signature(self, root, only):
         return ("kubelet", self.content.get(root))
@@ -470,3 +482,24 @@ def test_first_start_failure_exits_with_the_shell_code():
     loop = Loop(Settings(command=("app",)), Log(10, "text", io.StringIO()), system,
                 events=queue.SimpleQueue())
     assert not loop.start_child(first=True) and loop.exit_code == 126
+
+
+def test_watch_limit_on_a_later_watch_polls_only_that_one():
+    system = FakeSystem()
+    system.fail_adds = ("/cfg2",)
+    h = Harness(system, watches=("/cfg", "/cfg2"), on_change="signal")
+    assert [w.mode for w in h.loop.watches] == ["inotify", "poll"]
+    assert "cannot watch /cfg2 with inotify (No space left on device)" in h.log()
+    assert not system.the_watcher.abandoned
+    h.sys.content["/cfg2"] = "v2"
+    h.advance(1.1)
+    assert h.sys.sent == [(h.child, signal.SIGHUP, False)]
+
+
+def test_first_watch_failing_gives_inotify_up_whole():
+    system = FakeSystem()
+    system.fail_adds = ("/cfg",)
+    h = Harness(system, watches=("/cfg", "/cfg2"), on_change="signal")
+    assert [w.mode for w in h.loop.watches] == ["poll", "poll"]
+    assert system.the_watcher.abandoned and h.loop.watcher is None
+    assert h.log().count("WARNING") == 1 and "inotify unavailable" in h.log()

@@ -330,7 +330,7 @@ def test_ctrl_c_on_a_pty_reaches_the_app_and_exits_130(tmp_path):
 BACKGROUND = """
 import os, subprocess, sys
 # A background job, like `cfgsup ... &` in an interactive shell.
-cfgsup = subprocess.Popen(sys.argv[1:], process_group=0, stderr=subprocess.PIPE)
+cfgsup = subprocess.Popen(sys.argv[1:], preexec_fn=os.setpgrp, stderr=subprocess.PIPE)
 for line in iter(cfgsup.stderr.readline, b""):  # logged once spawning (and any tcsetpgrp) is done
     if b"started sleep" in line:
         break
