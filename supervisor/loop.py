@@ -1,8 +1,9 @@
 """The one event loop: owns the app process, the helpers, the timers and every piece of state.
 
-Signal handlers, watchdog threads and webhook threads only `put` a small tuple on `events`; the
-main thread blocks in `events.get(timeout=next timer)` (no timer, no wake-up) and dispatches.
-Only this module reaps, signals, spawns and logs.
+Signals arrive as bytes on a wake-up pipe (signal.set_wakeup_fd); watchdog, webhook and health
+threads only `post` a small tuple on a queue, which also writes a byte to the pipe. The main
+thread blocks in select() on the pipe until the next timer (no timer, no wake-up), then
+dispatches. Only this module reaps, signals, spawns and logs.
 """
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ class Loop:
         self.log = log
         self.sys = system or System()
         self.clock = clock
-        self.events = events or SimpleQueue()
+        self.events = events or SimpleQueue()  # events from other threads (see post)
+        self.wake_r = self.wake_w = None        # the wake-up pipe (see install_signals)
         self.timers: dict[object, float] = {}
         self.child: int | None = None
         self.child_started = 0.0
@@ -150,25 +152,50 @@ class Loop:
 
     # ---- set-up -------------------------------------------------------------------------
     def install_signals(self) -> None:
-        put = self.events.put_nowait
+        """Signals reach the loop through the wake-up pipe: the interpreter's C-level handler
+        writes each signal's number into it, from whichever thread the kernel picked, and the
+        loop reads the numbers. The Python-level handlers do nothing; they exist so that the
+        signals are caught rather than left to their default action."""
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
 
-        def on_signal(signo, _frame):
-            put(("signal", signo))
+        def caught(_signo, _frame):
+            pass
 
-        def on_child(_signo, _frame):
-            put(("reap",))
-
-        for signo in child_mod.FORWARDED:
+        for signo in child_mod.FORWARDED | {signal.SIGCHLD}:
             try:
-                signal.signal(signo, on_signal)
+                signal.signal(signo, caught)
             except (OSError, ValueError):
                 pass  # reserved by the C library
-        signal.signal(signal.SIGCHLD, on_child)
         # Our own terminal I/O must neither stop us nor be mistaken for a signal to forward.
         for signo in (signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signo, signal.SIG_IGN)
         # Start with nothing blocked, whatever our parent left us with.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+    def post(self, event) -> None:
+        """For other threads: hand the loop an event and wake it up."""
+        self.events.put(event)
+        if self.wake_w is not None:
+            try:
+                os.write(self.wake_w, b"\0")  # 0 is no signal: it only means "look at the queue"
+            except BlockingIOError:
+                pass  # the pipe is full of wake-ups already
+
+    def wait(self, timeout: float | None) -> list:
+        """Block until a signal, a posted event or the timeout; the signals as events."""
+        import select
+
+        if not select.select([self.wake_r], [], [], timeout)[0]:
+            return []
+        try:
+            data = os.read(self.wake_r, 4096)
+        except BlockingIOError:
+            return []
+        events = [("signal", signo) for signo in data if signo and signo != signal.SIGCHLD]
+        if signal.SIGCHLD in data:
+            events.append(("reap",))  # one reap collects every exited child
+        return events
 
     def add_watches(self) -> None:
         for path in self.s.watches:
@@ -219,9 +246,8 @@ class Loop:
         timeout = None
         if self.timers:
             timeout = max(0.0, min(self.timers.values()) - self.clock())
-        batch = []
+        batch = self.wait(timeout) if block else []
         try:
-            batch.append(self.events.get(block=block, timeout=timeout))
             while True:
                 batch.append(self.events.get_nowait())
         except Empty:
@@ -439,7 +465,7 @@ class Loop:
     def start_watching(self) -> None:
         if self.s.poll is None:
             try:
-                self.watcher = self.sys.watcher(self.events.put, quiet_threads)
+                self.watcher = self.sys.watcher(self.post, quiet_threads)
             except Exception as exc:  # noqa: BLE001 - whatever breaks in watchdog, poll instead
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 self.log.warning(f"inotify unavailable ({reason}); polling every "
@@ -607,10 +633,10 @@ class Loop:
                 self.sys.start_thread(
                     post_webhooks, self.s.webhooks, self.s.webhook_method, self.s.webhook_retries,
                     self.s.webhook_timeout, ",".join(action.changed),
-                    lambda ok, detail: self.events.put(("webhook", ok, detail)),
+                    lambda ok, detail: self.post(("webhook", ok, detail)),
                 )
             except RuntimeError as exc:  # no thread to be had: count it, keep the app
-                self.events.put(("webhook", False, f"cannot start a thread: {exc}"))
+                self.post(("webhook", False, f"cannot start a thread: {exc}"))
         elif kind == "probe":
             self.unhealthy = (f"configuration changed ({', '.join(action.changed) or 'content'}); "
                               f"waiting for the kubelet to restart the container")

@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import threading
 
 import pytest
@@ -290,14 +291,19 @@ def test_term_burst_with_watches_active_stops_cleanly(run_cfgsup, volume, attemp
         os.kill(running.pid, signo)
     # The app exits 0 on the first TERM; the second, forwarded too, may catch it mid-exit (143).
     # What matters: cfgsup does not sit on a signal one of its threads swallowed.
-    assert running.wait(timeout=10) in (0, 143)
+    try:
+        code = running.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("cfgsup did not stop:\n" + running.text()) from None
+    assert code in (0, 143)
 
 
 @pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
 def test_inotify_unavailable_falls_back_to_polling(run_cfgsup, volume):
-    # Five fds: enough to start, hash and poll, not for watchdog's inotify fd and its pipe.
+    # Seven fds: 0-2, cfgsup's wake-up pipe, and room to hash and poll, but not for watchdog's
+    # inotify fd and its pipe as well.
     running = run_cfgsup("--watch", volume.path, "--on-change", "signal", "--", *APP,
-                         prefix=["prlimit", "--nofile=5"])
+                         prefix=["prlimit", "--nofile=7"])
     ready(running)
     running.wait_line(r"WARNING inotify unavailable \(Too many open files\); polling every 1s instead")
     running.wait_line(r"watching .* \(poll\)")
@@ -308,10 +314,20 @@ def test_inotify_unavailable_falls_back_to_polling(run_cfgsup, volume):
 
 @pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
 def test_running_out_of_fds_while_hashing_keeps_the_app(run_cfgsup, volume):
-    # Six fds: inotify fits, but then hashing the directory cannot open it.
-    running = run_cfgsup("--watch", volume.path, "--", *APP, prefix=["prlimit", "--nofile=6"])
+    # Eight fds: inotify fits, but then hashing the directory cannot open it and a file at once.
+    running = run_cfgsup("--watch", volume.path, "--", *APP, prefix=["prlimit", "--nofile=8"])
     pid, _ = ready(running)
     running.wait_line(r"WARNING cannot hash .* now \(Too many open files\); retrying every 1s")
     assert psutil_alive(pid) and "Traceback" not in running.text()
     running.signal(signal.SIGTERM)
     assert running.wait() == 0
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_watched_paths_unreadable_at_start_is_one_line_and_nothing_started(run_cfgsup, volume, tmp_path):
+    marker = tmp_path / "started"
+    # Six fds: cfgsup starts, but cannot open the watched directory to hash it.
+    running = run_cfgsup("--watch", volume.path, "--", "touch", str(marker), prefix=["prlimit", "--nofile=6"])
+    assert running.wait() == 2
+    assert running.lines == [f"[cfgsup {running.pid}] ERROR cannot read the watched paths: Too many open files"]
+    assert not marker.exists()
