@@ -134,6 +134,7 @@ class Loop:
         self.clock = clock
         self.events = events or SimpleQueue()  # events from other threads (see post)
         self.wake_r = self.wake_w = None        # the wake-up pipe (see install_signals)
+        self.poller = None
         self.timers: dict[object, float] = {}
         self.child: int | None = None
         self.child_started = 0.0
@@ -184,9 +185,12 @@ class Loop:
 
     def wait(self, timeout: float | None) -> list:
         """Block until a signal, a posted event or the timeout; the signals as events."""
-        import select
+        if self.poller is None:
+            import select
 
-        if not select.select([self.wake_r], [], [], timeout)[0]:
+            self.poller = select.poll()
+            self.poller.register(self.wake_r, select.POLLIN)
+        if not self.poller.poll(None if timeout is None else timeout * 1000):
             return []
         try:
             data = os.read(self.wake_r, 4096)
