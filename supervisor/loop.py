@@ -192,10 +192,15 @@ class Loop:
             self.poller.register(self.wake_r, select.POLLIN)
         if not self.poller.poll(None if timeout is None else timeout * 1000):
             return []
+        data = b""
         try:
-            data = os.read(self.wake_r, 4096)
+            while True:  # empty the pipe: a full one would drop the next signal's byte
+                chunk = os.read(self.wake_r, 65536)
+                if not chunk:
+                    break
+                data += chunk
         except BlockingIOError:
-            return []
+            pass
         events = [("signal", signo) for signo in data if signo and signo != signal.SIGCHLD]
         if signal.SIGCHLD in data:
             events.append(("reap",))  # one reap collects every exited child
