@@ -196,8 +196,15 @@ def _resolve_and_read(root: str, only: str | None, include, exclude) -> Snapshot
             snap = _snapshot(base, only, include, exclude, kubelet=True)
         except FileNotFoundError:
             continue  # swapped mid-read: resolve ..data again
-        if snap.entries or os.path.isdir(base):
-            return snap
+        # The kubelet removes a payload dir only after swapping ..data away from it. So if ..data
+        # still names the dir we read, nothing was removed under us and the read is one
+        # consistent payload; otherwise whatever went missing meanwhile may be in the snapshot
+        # (a subtree skipped, a name "unreadable"): read the new payload instead.
+        try:
+            if os.readlink(os.path.join(root, "..data")) == target:
+                return snap
+        except OSError:
+            pass
     try:  # swapped under us every time: read through the visible links instead
         return _snapshot(root, only, include, exclude, kubelet=False)
     except (FileNotFoundError, NotADirectoryError):

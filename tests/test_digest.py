@@ -183,3 +183,39 @@ def test_large_file_is_read_whole(tmp_path):
     write_plain(tmp_path / "b", {"big.bin": flipped})
     assert snapshot(str(tmp_path / "a")).digest == snapshot(str(tmp_path / "k")).digest
     assert snapshot(str(tmp_path / "a")).digest != snapshot(str(tmp_path / "b")).digest
+
+
+def test_every_snapshot_is_one_whole_payload_while_the_kubelet_swaps():
+    """Reading while the kubelet swaps and removes payload dirs must never give a mix, a
+    skipped subtree or a false "unreadable": only ever one of the payloads that were there."""
+    import threading
+
+    payloads = [
+        {"app.conf": b"a" * 100, "nested/deep.conf": b"x", "nested/more/z": b"1"},
+        {"app.conf": b"b" * 100, "nested/deep.conf": b"y", "nested/more/z": b"2", "extra": b"e"},
+    ]
+    with Dirs() as d:
+        expected = set()
+        for n, payload in enumerate(payloads):
+            plain = d.new(f"plain{n}")
+            write_plain(plain, payload)
+            expected.add(snapshot(plain).digest)
+        volume = KubeletVolume(d.new("volume"), payloads[0])
+        done = threading.Event()
+
+        def swap():
+            try:
+                for n in range(400):
+                    volume.write(payloads[(n + 1) % 2])
+            finally:
+                done.set()
+
+        writer = threading.Thread(target=swap)
+        writer.start()
+        seen = []
+        while not done.is_set():
+            snap = snapshot(volume.path)
+            assert snap.unreadable == ()
+            seen.append(snap.digest)
+        writer.join(timeout=30)
+        assert seen and set(seen) <= expected, set(seen) - expected

@@ -71,13 +71,25 @@ FORWARDED = ["SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCONT", "
              "SIGURG", "SIGTSTP", "SIGABRT", "SIGPWR"]
 
 
+def signal_state(pid) -> str:
+    """What the kernel says about a process's signals, for a failure message."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return " ".join(line.strip() for line in fh if line.startswith(("State", "Sig", "ShdPnd")))
+    except OSError:
+        return "gone"
+
+
 def test_forwards_every_catchable_signal(run_cfgsup):
-    running = run_cfgsup("--", *APP)
-    app_pid(running)
+    running = run_cfgsup("-v", "--", *APP)
+    pid = app_pid(running)
     for name in FORWARDED:
         mark = running.mark()
         running.signal(getattr(signal, name))
-        running.wait_line(rf"^child got {name}$", start=mark)
+        try:
+            running.wait_line(rf"^child got {name}$", start=mark)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\napp: {signal_state(pid)}\ncfgsup: {signal_state(running.pid)}") from None
     for number in (signal.SIGRTMIN, signal.SIGRTMIN + 3, signal.SIGRTMAX):
         mark = running.mark()
         running.signal(number)
