@@ -20,10 +20,8 @@ class Helper:
     def __init__(self, purpose: str, command: str, env: dict, timeout: float, now: float,
                  spawn=spawn_helper):
         self.purpose = purpose
-        self.command = command
         self.argv = shlex.split(command)
         self.output = os.memfd_create(f"cfgsup-{purpose}")
-        self.started = now
         self.deadline = now + timeout
         self.timed_out = False
         try:

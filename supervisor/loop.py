@@ -116,6 +116,11 @@ class Stats:
         self.last_apply = 0.0
 
 
+def _reason(exc: BaseException) -> str:
+    """An error for a log line: the OS's words where there are some ("Too many open files")."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def _signal_name(signo: int) -> str:
     try:
         return signal.Signals(signo).name
@@ -229,7 +234,7 @@ class Loop:
         try:
             self.add_watches()  # hash before the app starts: that is the content it starts with
         except OSError as exc:
-            self.log.error(f"cannot read the watched paths: {exc.strerror or exc}", event="usage")
+            self.log.error(f"cannot read the watched paths: {_reason(exc)}", event="usage")
             return 2
         if not self.start_child(first=True):
             return self.exit_code
@@ -476,8 +481,7 @@ class Loop:
             try:
                 self.watcher = self.sys.watcher(self.post, quiet_threads)
             except Exception as exc:  # noqa: BLE001 - whatever breaks in watchdog, poll instead
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                self.log.warning(f"inotify unavailable ({reason}); polling every "
+                self.log.warning(f"inotify unavailable ({_reason(exc)}); polling every "
                                  f"{MISSING_POLL:g}s instead", event="watcher", mode="poll")
         for index, watch in enumerate(self.watches):
             self.attach(index, watch)
@@ -498,7 +502,7 @@ class Loop:
                 self.watcher.add(index, watch.root, watch.only)
                 watch.mode = "inotify"
             except Exception as exc:  # noqa: BLE001 - the watch limit (ENOSPC), or anything else
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                reason = _reason(exc)
                 if not any(w.mode == "inotify" for w in self.watches):
                     # Nothing is on inotify yet: give it up whole (and whatever it half made).
                     self.watcher.abandon()
@@ -560,7 +564,7 @@ class Loop:
                 snap = self.sys.snapshot(watch.root, watch.only, self.s.include, self.s.exclude)
             except OSError as exc:  # out of fds or memory: keep what we know, look again soon
                 if not watch.failing:
-                    self.log.warning(f"cannot hash {watch.path} now ({exc.strerror or exc}); "
+                    self.log.warning(f"cannot hash {watch.path} now ({_reason(exc)}); "
                                      f"retrying every {HASH_RETRY:g}s", event="hash-failed",
                                      watch=watch.path)
                 watch.failing = True
@@ -749,6 +753,6 @@ def run(settings: Settings) -> int:
             health_socket = bind(*settings.health_addr)
         except OSError as exc:
             log.error(f"cannot serve health on {settings.health_addr[0]}:{settings.health_addr[1]}: "
-                      f"{exc.strerror or exc}", event="usage")
+                      f"{_reason(exc)}", event="usage")
             return 2
     return Loop(settings, log, health_socket=health_socket).run()
