@@ -97,11 +97,16 @@ def parse_rewrite(text: str) -> tuple[int, int]:
     return parse_signal(src), parse_signal(dst, allow_zero=True)
 
 
+# The longest duration any option takes. The OS's waits stop at about 24.8 days (poll() counts
+# milliseconds in 32 bits); a longer value is refused at start rather than overflowing later.
+MAX_DURATION = 24 * 86400.0
+
+
 def parse_duration(text: str, what: str = "duration") -> float:
-    """Seconds as a non-negative number: `10`, `0.5`, `1.5s`, `200ms`, `2m`."""
+    """Seconds as a non-negative number: `10`, `0.5`, `1.5s`, `200ms`, `2m`, `1h`, `1d`."""
     raw = text.strip().lower()
     scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0)):
         if raw.endswith(suffix):
             raw, scale = raw[: -len(suffix)], factor
             break
@@ -111,6 +116,8 @@ def parse_duration(text: str, what: str = "duration") -> float:
         raise ValueError(f"{what} must be a number of seconds, got {text!r}") from None
     if value < 0 or value != value or value == float("inf"):
         raise ValueError(f"{what} must be a finite, non-negative number of seconds, got {text!r}")
+    if value > MAX_DURATION:
+        raise ValueError(f"{what} must be at most 24 days (24d), got {text!r}")
     return value
 
 

@@ -35,6 +35,10 @@ from supervisor.settings import parse_duration, parse_host_port, parse_signal
     (["--poll", "0", "--", "true"], "more than 0"),
     (["--validate", "'unclosed", "--", "true"], "--validate"),
     (["--health-addr", "nohost", "--", "true"], "HOST:PORT"),
+    # Longer than the OS's waits take (about 24.8 days): refused, never an OverflowError later.
+    (["--stop-timeout", "2592000", "--", "true"], "at most 24 days"),
+    (["--command-timeout", "1e7", "--", "true"], "at most 24 days"),
+    (["--poll", "1e7", "--", "true"], "at most 24 days"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     assert cli.main(argv) == 2
@@ -76,6 +80,12 @@ def test_signal_spellings(text, number):
 def test_bad_signals(text):
     with pytest.raises(ValueError):
         parse_signal(text)
+
+
+def test_longest_durations_and_units():
+    assert parse_duration("24d") == 24 * 86400 and parse_duration("2h") == 7200
+    settings = cli.parse(["--stop-timeout", "24d", "--command-timeout", "1h", "--", "true"])
+    assert settings.stop_timeout == 24 * 86400 and settings.command_timeout == 3600
 
 
 def test_durations_and_addresses():
