@@ -11,6 +11,7 @@ import time
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
+MAX_LINE = 4096  # characters; callers bound their lists (names.py), this is the last guard
 
 
 class Log:
@@ -44,10 +45,18 @@ class Log:
                 "pid": os.getpid(),
                 "message": message,
             }
-            record.update(fields)
+            for key, value in fields.items():
+                if value is not None and key not in record:  # cfgsup's own pid stays `pid`
+                    record[key] = value
             line = json.dumps(record, default=str, separators=(",", ":"))
+            if len(line) > MAX_LINE:  # never cut JSON in the middle: drop the fields instead
+                record = {k: record[k] for k in ("time", "level", "pid")}
+                record.update(message=message[:MAX_LINE // 2], truncated=True)
+                line = json.dumps(record, default=str, separators=(",", ":"))
         else:
             line = f"[cfgsup {os.getpid()}] {_NAMES[level]} {message}"
+            if len(line) > MAX_LINE:
+                line = line[:MAX_LINE] + " [...]"
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
