@@ -28,10 +28,11 @@ class SpawnError(Exception):
     """The command could not be started; `code` is the shell's code for it (127 or 126).
     `transient`: out of processes or memory, worth another try later."""
 
-    def __init__(self, code: int, message: str, transient: bool = False):
+    def __init__(self, code: int, message: str, transient: bool = False, error: int = 0):
         super().__init__(message)
         self.code = code
         self.transient = transient
+        self.errno = error  # the OS's error number, where there is one (E2BIG: env too large)
 
 
 def _spawn(argv, env, file_actions=()):
@@ -54,7 +55,7 @@ def _spawn(argv, env, file_actions=()):
             raise SpawnError(126, f"{argv[0]}: cannot start now: {exc.strerror}", transient=True) from None
         if exc.errno == errno.ENOEXEC:
             raise SpawnError(126, f"{argv[0]}: cannot execute (not a program and no #! line)") from None
-        raise SpawnError(126, f"{argv[0]}: cannot execute: {exc.strerror}") from None
+        raise SpawnError(126, f"{argv[0]}: cannot execute: {exc.strerror}", error=exc.errno) from None
 
 
 def spawn_app(argv, env, previous: int = 0) -> int:

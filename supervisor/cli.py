@@ -187,6 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     parsed = parse(sys.argv[1:] if argv is None else argv)
     if isinstance(parsed, int):
         return parsed
-    from .loop import run
+    from .supervise import run
 
     return run(parsed)

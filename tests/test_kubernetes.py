@@ -127,6 +127,10 @@ def test_json_logs_carry_fields_and_never_contents(run_cfgsup, volume):
     action = next(r for r in records if r.get("event") == "action")
     assert action["action"] == "restart" and action["result"] == "done" and action["took"] >= 0
     assert "s3cr3t" not in running.text()
+    # cfgsup's own pid stays `pid`; the app's is a field of its own, on every line that has one.
+    assert {r["pid"] for r in records} == {running.pid}
+    apps = [r for r in records if r.get("event") in ("start", "exit", "stop")]
+    assert len(apps) >= 4 and all(r["app_pid"] != running.pid for r in apps)
 
 
 def test_json_signal_action_names_the_signal(run_cfgsup, volume):

@@ -332,3 +332,18 @@ def test_watched_paths_unreadable_at_start_is_one_line_and_nothing_started(run_c
     assert running.wait() == 2
     assert running.lines == [f"[cfgsup {running.pid}] ERROR cannot read the watched paths: Too many open files"]
     assert not marker.exists()
+
+
+def test_eight_thousand_changed_keys_still_restart_the_app(run_cfgsup, tmp_path):
+    """One update changing 8000 keys: the names would make an environment too large to exec,
+    and a 216 KB log line. Both are bounded, and the app starts."""
+    volume = KubeletVolume(tmp_path / "big", {f"key-{n:04d}.conf": "a" for n in range(8000)})
+    running = watching(run_cfgsup, "--watch", volume.path)
+    mark = running.mark()
+    volume.write({f"key-{n:04d}.conf": "b" for n in range(8000)})
+    _pid, changed = ready(running, start=mark)
+    names = changed.split(",")
+    assert 100 < len(names) < 8000 and all(name.startswith("key-") for name in names)
+    assert len(changed) <= 16 * 1024
+    running.wait_line(r"restarted the app for key-0000.conf, .* \(\+7980 more\)")
+    assert max(len(line) for line in running.lines if line.startswith("[cfgsup")) <= 4096 + 6

@@ -1,0 +1,207 @@
+"""A fake OS for the machines' unit tests: no processes, no files, no real time."""
+from __future__ import annotations
+
+import errno
+import io
+import queue
+
+from supervisor.child import SpawnError
+from supervisor.digest import MISSING, Snapshot
+from supervisor.logs import Log
+from supervisor.settings import Settings
+from supervisor.supervise import Supervisor
+
+
+def exited(code):
+    return code << 8
+
+
+def killed(signo):
+    return signo
+
+
+class FakeHelper:
+    def __init__(self, pid, purpose, command, env, timeout, now):
+        self.pid, self.purpose, self.command, self.env = pid, purpose, command, env
+        self.deadline = now + timeout
+        self.timed_out = False
+
+    def tail(self):
+        return "bad config line 3"
+
+
+class FakeWatcher:
+    def __init__(self, fail_adds=()):
+        self.added = []
+        self.fail_adds = fail_adds
+        self.abandoned = False
+
+    def add(self, index, root, only):
+        if root in self.fail_adds:
+            raise OSError(28, "No space left on device")  # what the inotify watch limit says
+        self.added.append(root)
+
+    def abandon(self):
+        self.abandoned = True
+
+    def remove(self, index):
+        pass
+
+    def stop(self):
+        pass
+
+
+class FakeSystem:
+    def __init__(self, inotify_fails=False):
+        self.next_pid = 100
+        self.spawned = []          # (pid, env)
+        self.sent = []             # (pid, signo, group)
+        self.alive_groups = set()
+        self.pending = []
+        self.content = {}          # root -> digest
+        self.entries = {}          # root -> {name: digest}, where a test wants many names
+        self.helpers = []
+        self.threads = []
+        self.inotify_fails = inotify_fails
+        self.hashes = 0
+        self.spawn_failures = 0
+        self.env_limit = None      # spawning with a larger environment fails with E2BIG
+        self.hash_failures = 0
+        self.fail_adds = ()
+
+    def _pid(self):
+        self.next_pid += 1
+        return self.next_pid
+
+    def spawn_app(self, argv, env, previous=0):
+        if self.spawn_failures:
+            self.spawn_failures -= 1
+            raise SpawnError(126, "app: cannot start now: Resource temporarily unavailable", transient=True)
+        if self.env_limit is not None and sum(len(k) + len(v) for k, v in env.items()) > self.env_limit:
+            raise SpawnError(126, "app: cannot execute: Argument list too long", error=errno.E2BIG)
+        pid = self._pid()
+        self.spawned.append((pid, env))
+        self.alive_groups.add(pid)
+        return pid
+
+    def send(self, pid, signo, group):
+        self.sent.append((pid, signo, group))
+        return True
+
+    def group_alive(self, pgid):
+        return pgid in self.alive_groups
+
+    def reap(self):
+        reaped, self.pending = self.pending, []
+        return reaped
+
+    def snapshot(self, root, only, include, exclude):
+        if self.hash_failures:
+            self.hash_failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        self.hashes += 1
+        digest = self.content.get(root, MISSING)
+        unreadable = ("secret.key",) if digest.startswith("unreadable") else ()
+        entries = {} if digest == MISSING else self.entries.get(root, {"key": digest})
+        if root in self.entries and digest != MISSING:
+            entries = {name: d + digest for name, d in entries.items()}  # every name changes
+        return Snapshot(digest, entries, unreadable, True)
+
+    def helper(self, purpose, command, env, timeout, now):
+        helper = FakeHelper(self._pid(), purpose, command, env, timeout, now)
+        self.helpers.append(helper)
+        self.alive_groups.add(helper.pid)
+        return helper
+
+    def watcher(self, put):
+        if self.inotify_fails:
+            raise OSError(24, "Too many open files")
+        self.the_watcher = FakeWatcher(self.fail_adds)
+        return self.the_watcher
+
+    def pinned_mount(self, path):
+        return False
+
+    def isdir(self, root):
+        return root in self.content
+
+    def poll_signature(self, root, only):
+        return ("kubelet", self.content.get(root))
+
+    def start_thread(self, target, *args):
+        self.threads.append((target, args))
+
+
+class Harness:
+    """A Supervisor on the fake OS, driven by hand: events in, `drain()` runs the loop."""
+
+    def __init__(self, system=None, **options):
+        options.setdefault("command", ("app",))
+        self.settings = Settings(**options)
+        self.sys = system or FakeSystem()
+        for path in self.settings.watches:
+            self.sys.content.setdefault(path, "v1")
+        self.now = [1000.0]
+        self.events = queue.SimpleQueue()
+        self.log_stream = io.StringIO()
+        self.sup = Supervisor(self.settings, Log(10, "text", self.log_stream), self.sys,
+                              clock=lambda: self.now[0], events=self.events)
+        self.code = self.sup.prepare()
+        if self.settings.watches:
+            self.advance(0.05)  # the watches are set up shortly after the app started
+        self.drain()
+
+    @property
+    def app(self):
+        return self.sup.app
+
+    @property
+    def changes(self):
+        return self.sup.changes
+
+    @property
+    def child(self):
+        return self.sup.app.pid
+
+    @property
+    def helper(self):
+        command = self.sup.changes.command
+        return command.helper if command is not None else None
+
+    @property
+    def exit_code(self):
+        return self.sup.app.code if self.sup.finished() else None
+
+    def drain(self):
+        for _ in range(50):
+            self.sup.loop.step(block=False)
+            if self.events.empty():
+                return
+
+    def advance(self, seconds):
+        self.now[0] += seconds
+        self.drain()
+
+    def signal(self, signo):
+        self.events.put(("signal", signo))
+        self.drain()
+
+    def exit(self, pid, status):
+        self.sys.alive_groups.discard(pid)
+        self.sys.pending.append((pid, status))
+        self.events.put(("reap",))
+        self.drain()
+
+    def swap(self, content, index=0):
+        self.sys.content[self.settings.watches[index]] = content
+        self.events.put(("fs", index, True))
+        self.drain()
+
+    def webhook_result(self, ok, detail="", index=-1):
+        """What the webhook thread does when it is done: post its result."""
+        _target, args = self.sys.threads[index]
+        args[-1](ok, detail)
+        self.drain()
+
+    def log(self):
+        return self.log_stream.getvalue()
