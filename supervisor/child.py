@@ -124,21 +124,42 @@ def _posix_spawnp(argv, env, file_actions) -> int:
     return pid.value
 
 
+def _shown(name: str, limit: int = 120) -> str:
+    """A command name fit for one bounded log line: no control characters, not too long."""
+    if not name.isprintable():
+        name = name.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return name if len(name) <= limit else f"{name[:limit - 30]}...{name[-20:]} ({len(name)} characters)"
+
+
 def _spawn(argv, env, file_actions=()):
+    name = argv[0]
+    shown = _shown(name)
+    if not name:
+        raise SpawnError(127, "empty command name")
+    if "\0" in name:
+        raise SpawnError(127, f"{shown}: command name contains a NUL byte (no file can have it)")
     try:
         return _posix_spawnp(argv, env, file_actions)
+    except ValueError:  # NUL in an argument or a variable: never from a real command line
+        raise SpawnError(126, f"{shown}: an argument or environment variable contains a NUL byte") from None
     except FileNotFoundError:
-        raise SpawnError(127, f"{argv[0]}: command not found") from None
+        if "/" in name and os.path.islink(name):
+            raise SpawnError(127, f"{shown}: a symlink to a missing file ({_shown(os.readlink(name))})") from None
+        raise SpawnError(127, f"{shown}: command not found") from None
     except NotADirectoryError:
-        raise SpawnError(127, f"{argv[0]}: command not found") from None
+        raise SpawnError(127, f"{shown}: command not found (a part of the path is not a directory)") from None
     except PermissionError:
-        raise SpawnError(126, f"{argv[0]}: permission denied (not executable)") from None
+        if "/" in name and os.path.isdir(name):
+            raise SpawnError(126, f"{shown}: is a directory") from None
+        raise SpawnError(126, f"{shown}: permission denied (not executable)") from None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # no file can have that name: as good as not found
+            raise SpawnError(127, f"{shown}: command not found (name too long: {exc.strerror})") from None
         if exc.errno in (errno.EAGAIN, errno.ENOMEM):
-            raise SpawnError(126, f"{argv[0]}: cannot start now: {exc.strerror}", transient=True) from None
+            raise SpawnError(126, f"{shown}: cannot start now: {exc.strerror}", transient=True) from None
         if exc.errno == errno.ENOEXEC:
-            raise SpawnError(126, f"{argv[0]}: cannot execute (not a program and no #! line)") from None
-        raise SpawnError(126, f"{argv[0]}: cannot execute: {exc.strerror}") from None
+            raise SpawnError(126, f"{shown}: cannot execute (not a program and no #! line)") from None
+        raise SpawnError(126, f"{shown}: cannot execute: {exc.strerror}") from None
 
 
 def spawn_app(argv, env, previous: int = 0) -> int:

@@ -61,6 +61,36 @@ def test_not_executable_is_126_with_one_line(run_cfgsup, tmp_path):
     assert "Traceback" not in running.text()
 
 
+@pytest.mark.parametrize("kind, code, words", [
+    ("empty", 127, "empty command name"),
+    ("directory", 126, "is a directory"),
+    ("long", 127, "name too long"),
+    ("dangling", 127, "a symlink to a missing file"),
+    ("newline", 127, "command not found"),
+])
+def test_odd_command_names_are_one_line_and_a_shell_code(run_cfgsup, tmp_path, kind, code, words):
+    name = {"empty": "", "directory": str(tmp_path), "long": "a" * 5000,
+            "dangling": str(tmp_path / "link"), "newline": "no\nsuch\x1b[31m"}[kind]
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    running = run_cfgsup("--", name)
+    assert running.wait() == code
+    lines = [line for line in running.lines if line.strip()]
+    assert len(lines) == 1 and words in lines[0], running.text()
+    assert len(lines[0]) < 300 and "\x1b" not in lines[0]
+
+
+def test_nul_in_the_command_is_a_spawn_error_not_a_traceback():
+    """No real command line can carry a NUL byte, but argv built by a caller can."""
+    from supervisor.child import SpawnError, spawn_app
+
+    with pytest.raises(SpawnError) as name:
+        spawn_app(["no\0such"], dict(os.environ))
+    assert name.value.code == 127 and "NUL byte" in str(name.value)
+    with pytest.raises(SpawnError) as argument:
+        spawn_app(["true", "a\0b"], dict(os.environ))
+    assert argument.value.code == 126 and "NUL byte" in str(argument.value)
+
+
 def test_expect_exit_maps_code_to_zero(run_cfgsup):
     assert run_cfgsup("-e", "3", "-e", "143", "--", "sh", "-c", "exit 3").wait() == 0
     assert run_cfgsup("-e", "143", "--", "sh", "-c", "kill -TERM $$").wait() == 0
