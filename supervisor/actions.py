@@ -88,36 +88,81 @@ class Helper:
             self.fd = -1
 
 
-def post_webhooks(urls, method: str, retries: int, timeout: float, changed: str, report) -> None:
-    """Thread body: call every URL, retrying each with backoff; report(ok, detail) once."""
-    import http.client
-    from urllib.parse import urlsplit
+BACKOFF_START, BACKOFF_MAX = 0.5, 10.0  # between a webhook's retries: doubling, capped
+CHANGED_MAX = 4096                     # bytes of names in X-Cfgsup-Changed
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
 
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join((getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _quote(name: str) -> str:
+    """A file name as UTF-8, percent-encoded but for RFC 3986's unreserved characters (and /).
+    Names the file system could not decode (surrogate escapes) keep their original bytes."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "surrogatepass")
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in raw)
+
+
+def changed_header(changed) -> str:
+    """X-Cfgsup-Changed: the changed names, comma-separated and each percent-encoded (so always
+    ASCII, and a comma in a name is %2C); at most CHANGED_MAX bytes, ending in `*` when cut."""
+    names = changed.split(",") if isinstance(changed, str) else list(changed)
+    kept, size = [], 0
+    for name in names:
+        quoted = _quote(name)
+        if size + len(quoted) + 2 > CHANGED_MAX:
+            kept.append("*")  # never a name: `*` in a name is %2A
+            break
+        kept.append(quoted)
+        size += len(quoted) + 1
+    return ",".join(kept)
+
+
+def post_webhooks(urls, method: str, retries: int, timeout: float, changed, report) -> None:
+    """Thread body: call every URL in turn, retrying each with backoff; then report(ok, detail)
+    exactly once, whatever fails in here, so the action always finishes. `changed`: the changed
+    names, a list or one comma-separated string."""
+    ok, detail = False, "the webhook thread failed"
+    try:
+        ok, detail = _call_all(urls, method, retries, timeout, changed)
+    except BaseException as exc:  # noqa: BLE001 - the action must finish, whatever broke
+        detail = f"webhook failed: {_one_line(exc)}"
+    try:
+        report(ok, detail[:1000])
+    except Exception:  # noqa: BLE001 - nobody left to tell; the loop's post() does not raise
+        pass
+
+
+def _call_all(urls, method: str, retries: int, timeout: float, changed) -> tuple[bool, str]:
+    from .settings import parse_url
+    from .webhook import request
+
+    headers = {"User-Agent": "cfgsup", "X-Cfgsup-Changed": changed_header(changed)}
     failures = []
-    for url in urls:
-        parts = urlsplit(url)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        delay = 0.5
-        last = ""
+    for text in urls:
+        try:
+            url = parse_url(text)
+        except ValueError as exc:
+            failures.append(_one_line(exc))
+            continue
+        delay, last = BACKOFF_START, ""
         for attempt in range(retries + 1):
             try:
-                conn = conn_class(parts.hostname, parts.port, timeout=timeout)
-                try:
-                    conn.request(method, path, body=b"" if method in ("POST", "PUT", "PATCH") else None,
-                                 headers={"User-Agent": "cfgsup", "X-Cfgsup-Changed": changed})
-                    status = conn.getresponse().status
-                finally:
-                    conn.close()
+                status = request(url, method, headers, timeout)
                 if 200 <= status < 300:
                     last = ""
                     break
-                last = f"{url} answered {status}"
-            except (OSError, http.client.HTTPException) as exc:
-                last = f"{url}: {exc or type(exc).__name__}"
+                last = f"{url.shown} answered {status}"
+            except Exception as exc:  # noqa: BLE001 - any failure is this attempt's
+                last = f"{url.shown}: {_one_line(exc)}"
             if attempt < retries:
                 time.sleep(delay)  # own thread: the loop keeps running meanwhile
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, BACKOFF_MAX)
         if last:
-            failures.append(last)
-    report(not failures, "; ".join(failures) or f"{len(urls)} webhook(s) answered 2xx")
+            failures.append(last + (f" ({retries + 1} attempts)" if retries else ""))
+    return not failures, "; ".join(failures) or f"{len(urls)} webhook(s) answered 2xx"

@@ -62,6 +62,8 @@ REWRITE = _Parsed("FROM:TO", st.parse_rewrite)
 SECONDS = _Parsed("SECONDS", st.parse_duration)
 EXIT_CODE = _Parsed("CODE", st.parse_exit_code)
 ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
+URL = _Parsed("URL", lambda text: st.parse_url(text).url)
+METHOD = _Parsed("METHOD", st.parse_method)
 
 
 @click.command(
@@ -104,12 +106,13 @@ ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
               help="Command run before acting on a change; non-zero rejects the change.")
 @option("--command-timeout", type=SECONDS, default="30",
               help="Time limit for --validate and --reload-command.")
-@option("--webhook", "webhooks", multiple=True, metavar="URL",
+@option("--webhook", "webhooks", type=URL, multiple=True, metavar="URL",
               help="URL called with --on-change http. Repeatable.")
-@option("--webhook-method", default="POST", help="HTTP method for --webhook.")
+@option("--webhook-method", type=METHOD, default="POST", help="HTTP method for --webhook.")
 @option("--webhook-retries", type=click.IntRange(0, 100), default=3,
               help="Retries per webhook, with doubling backoff.")
-@option("--webhook-timeout", type=SECONDS, default="5", help="Time limit per webhook request.")
+@option("--webhook-timeout", type=SECONDS, default="5",
+              help="Time limit for each webhook request as a whole (connect, send, answer).")
 @option("--change-exit-code", type=EXIT_CODE, default="0",
               help="Exit code with --on-change exit.")
 @option("--health-addr", type=ADDRESS, default=None,
@@ -139,9 +142,6 @@ def _settings(options: dict) -> st.Settings:
         raise click.UsageError("--on-change http needs at least one --webhook URL")
     if mode == "probe" and not options["health_addr"]:
         raise click.UsageError("--on-change probe needs --health-addr HOST:PORT (the probe reads /healthz)")
-    for url in options["webhooks"]:
-        if not url.startswith(("http://", "https://")):
-            raise click.UsageError(f"--webhook must be an http:// or https:// URL, got {url!r}")
     if options["poll"] is not None and options["poll"] <= 0:
         raise click.UsageError("--poll must be more than 0 seconds")
     for path in options["watches"]:
@@ -161,7 +161,6 @@ def _settings(options: dict) -> st.Settings:
     values.update(
         command=tuple(options["command"]),
         expect_exit=frozenset(options["expect_exit"]),
-        webhook_method=options["webhook_method"].upper(),
         log_level=10 if options["verbose"] else 30 if options["quiet"] else 20,
     )
     for name in ("rewrite", "watches", "include", "exclude", "webhooks"):

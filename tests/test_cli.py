@@ -8,7 +8,7 @@ import pytest
 
 from conftest import CFGSUP
 from supervisor import cli
-from supervisor.settings import parse_duration, parse_host_port, parse_signal
+from supervisor.settings import parse_duration, parse_host_port, parse_signal, parse_url
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -31,6 +31,16 @@ from supervisor.settings import parse_duration, parse_host_port, parse_signal
     (["--on-change", "exec", "--", "true"], "needs --reload-command"),
     (["--on-change", "http", "--", "true"], "needs at least one --webhook"),
     (["--on-change", "http", "--webhook", "ftp://x", "--", "true"], "http:// or https://"),
+    (["--on-change", "http", "--webhook", "http://127.0.0.1:99999/", "--", "true"], "1-65535"),
+    (["--on-change", "http", "--webhook", "http://", "--", "true"], "has no host"),
+    (["--on-change", "http", "--webhook", "http://:8080/", "--", "true"], "has no host"),
+    (["--on-change", "http", "--webhook", "http://h:0/", "--", "true"], "1-65535"),
+    (["--on-change", "http", "--webhook", "http://h:http/", "--", "true"], "1-65535"),
+    (["--on-change", "http", "--webhook", "http://[::1/", "--", "true"], "IPv6"),
+    (["--on-change", "http", "--webhook", "http://a b/", "--", "true"], "bad host name"),
+    (["--on-change", "http", "--webhook", "http://user:pw@h/", "--", "true"], "password"),
+    (["--on-change", "http", "--webhook", "http://h/", "--webhook-method", "PO ST", "--", "true"],
+     "HTTP method"),
     (["--on-change", "probe", "--", "true"], "needs --health-addr"),
     (["--poll", "0", "--", "true"], "more than 0"),
     (["--validate", "'unclosed", "--", "true"], "--validate"),
@@ -110,3 +120,15 @@ def test_every_setting_has_its_option():
 
     names = {p.name for p in cli.command.params}
     assert set(Settings._fields) - names == {"log_level"}  # from -v/-q
+
+
+def test_webhook_urls_are_split_for_the_request():
+    url = parse_url("HTTPS://[::1]:8443/re load?token=s3cret#frag")
+    assert (url.scheme, url.host, url.port) == ("https", "::1", 8443)
+    assert url.target == "/re%20load?token=s3cret" and url.host_header == "[::1]:8443"
+    assert url.shown == "https://[::1]:8443/re%20load?..."  # never the query in a log line
+    plain = parse_url("http://prometheus?reload")
+    assert (plain.port, plain.target, plain.host_header) == (80, "/?reload", "prometheus")
+    settings = cli.parse(["--on-change", "http", "--webhook", " http://h:9/x ", "--webhook-method", "put",
+                          "--watch", ".", "--", "true"])
+    assert settings.webhooks == ("http://h:9/x",) and settings.webhook_method == "PUT"
