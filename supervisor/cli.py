@@ -67,7 +67,9 @@ METHOD = _Parsed("METHOD", st.parse_method)
 
 
 @click.command(
-    context_settings={"show_default": True},
+    # Options end at the first operand, as in dumb-init and POSIX utilities: what follows the
+    # command's name is the command's (`cfgsup app --help` runs `app --help`).
+    context_settings={"show_default": True, "allow_interspersed_args": False},
     # Our own -h/--help and --version: click's built-in ones translate their help text through
     # gettext on every start, which imports locale and costs PID 1 about a millisecond.
     add_help_option=False,

@@ -132,3 +132,22 @@ def test_webhook_urls_are_split_for_the_request():
     settings = cli.parse(["--on-change", "http", "--webhook", " http://h:9/x ", "--webhook-method", "put",
                           "--watch", ".", "--", "true"])
     assert settings.webhooks == ("http://h:9/x",) and settings.webhook_method == "PUT"
+
+
+def test_options_end_at_the_first_operand():
+    """As in dumb-init and POSIX utilities: everything after the command's name is the command's."""
+    assert cli.parse(["echo", "hello", "-g", "world"]).command == ("echo", "hello", "-g", "world")
+    settings = cli.parse(["-g", "app", "--help", "--", "-v"])
+    assert settings.command == ("app", "--help", "--", "-v") and settings.group
+    assert cli.parse(["--", "app", "-q"]).command == ("app", "-q")
+
+
+@pytest.mark.parametrize("argv, out", [
+    (["echo", "hello", "-g", "world"], "hello -g world\n"),
+    (["printf", "%s|", "--help", "-v", "--version"], "--help|-v|--version|"),
+    (["--", "printf", "%s|", "--", "-q"], "--|-q|"),
+])
+def test_the_apps_options_reach_the_app(argv, out):
+    proc = subprocess.run([*CFGSUP, *argv], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == out
