@@ -9,6 +9,7 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from . import settings as st
 
@@ -130,7 +131,45 @@ METHOD = _Parsed("METHOD", st.parse_method)
               help="Show the version and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(**options):
-    return options
+    # Which options the user gave, on the command line or through CFGSUP_*: for _check_useless.
+    ctx = click.get_current_context()
+    given = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) and (
+                not getattr(param, "is_flag", False) or options[param.name]):
+            flag = next((o for o in param.opts if o.startswith("--")), param.name)
+            given[param.name] = (flag, param.envvar if source == ParameterSource.ENVIRONMENT else None)
+    return dict(options, _given=given)
+
+
+def _check_useless(options: dict) -> None:
+    """Options that contradict each other, or that nothing would use: one line, exit 2. One set
+    through its CFGSUP_* variable counts like one on the command line (an image that sets
+    CFGSUP_WEBHOOK for every mode is as wrong as the command line would be)."""
+    if options["verbose"] and options["quiet"]:
+        raise click.UsageError("-v/--verbose and -q/--quiet contradict each other: give one of them")
+    mode, watching = options["on_change"], bool(options["watches"])
+    needs = (
+        (("on_change", "validate", "allow_missing", "poll", "debounce", "include", "exclude"),
+         watching, "--watch PATH"),
+        (("reload_signal",), mode == "signal", "--on-change signal"),
+        (("reload_command",), mode == "exec", "--on-change exec"),
+        (("webhooks", "webhook_method", "webhook_retries", "webhook_timeout"), mode == "http",
+         "--on-change http"),
+        (("change_exit_code",), mode == "exit", "--on-change exit"),
+        (("command_timeout",), bool(options["validate"]) or mode == "exec",
+         "--validate or --on-change exec"),
+        (("restart_backoff",), options["on_exit"] == "restart" or (watching and mode == "restart"),
+         "--on-exit restart or --on-change restart"),
+        (("ready_delay",), bool(options["health_addr"]), "--health-addr"),
+    )
+    for names, used, what in needs:
+        for name in names if not used else ():
+            if name in options["_given"]:
+                flag, envvar = options["_given"][name]
+                origin = f" (set by {envvar})" if envvar else ""
+                raise click.UsageError(f"{flag}{origin} does nothing without {what}")
 
 
 def _settings(options: dict) -> st.Settings:
@@ -158,6 +197,7 @@ def _settings(options: dict) -> st.Settings:
                     raise ValueError("empty command")
             except ValueError as exc:
                 raise click.UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
+    _check_useless(options)
     # Click's parameter names are the Settings field names; only a few need converting.
     values = {name: options[name] for name in st.Settings._fields if name in options}
     values.update(

@@ -53,6 +53,64 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     assert needle in err
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["-q", "-v", "--", "true"], "-v/--verbose and -q/--quiet contradict each other"),
+    (["--webhook", "http://h/", "--watch", ".", "--", "true"], "--webhook does nothing without --on-change http"),
+    (["--webhook-timeout", "3", "--watch", ".", "--", "true"], "--webhook-timeout does nothing without --on-change http"),
+    (["--webhook-retries", "0", "--watch", ".", "--", "true"], "--webhook-retries does nothing"),
+    (["--webhook-method", "PUT", "--watch", ".", "--", "true"], "--webhook-method does nothing"),
+    (["--reload-command", "true", "--watch", ".", "--", "true"], "--reload-command does nothing without --on-change exec"),
+    (["--signal", "USR1", "--watch", ".", "--", "true"], "--signal does nothing without --on-change signal"),
+    (["--signal", "HUP", "--watch", ".", "--on-change", "exec", "--reload-command", "x", "--", "true"],
+     "--signal does nothing without --on-change signal"),
+    (["--change-exit-code", "3", "--watch", ".", "--", "true"], "--change-exit-code does nothing without --on-change exit"),
+    (["--command-timeout", "3", "--watch", ".", "--", "true"], "--command-timeout does nothing without --validate"),
+    (["--restart-backoff", "3", "--", "true"], "--restart-backoff does nothing without --on-exit restart"),
+    (["--ready-delay", "3", "--", "true"], "--ready-delay does nothing without --health-addr"),
+    (["--on-change", "signal", "--", "true"], "--on-change does nothing without --watch PATH"),
+    (["--validate", "true", "--", "true"], "--validate does nothing without --watch"),
+    (["--allow-missing", "--", "true"], "--allow-missing does nothing without --watch"),
+    (["--poll", "1", "--", "true"], "--poll does nothing without --watch"),
+    (["--debounce", "1", "--", "true"], "--debounce does nothing without --watch"),
+    (["--include", "*.conf", "--", "true"], "--include does nothing without --watch"),
+    (["--exclude", "*.log", "--", "true"], "--exclude does nothing without --watch"),
+])
+def test_contradicting_and_useless_options_are_one_line_and_exit_2(capsys, argv, needle):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cfgsup: error: ") and needle in err
+
+
+def test_a_useless_option_from_the_environment_is_an_error_too(capsys, monkeypatch):
+    monkeypatch.setenv("CFGSUP_WEBHOOK", "http://127.0.0.1:9090/-/reload")
+    assert cli.main(["--watch", ".", "--on-change", "signal", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "--webhook (set by CFGSUP_WEBHOOK) does nothing without --on-change http" in err
+    monkeypatch.setenv("CFGSUP_ON_CHANGE", "http")  # the image sets the mode that uses it: fine
+    assert cli.parse(["--watch", ".", "--", "true"]).webhooks == ("http://127.0.0.1:9090/-/reload",)
+
+
+def test_flags_set_false_in_the_environment_are_not_given(monkeypatch):
+    monkeypatch.setenv("CFGSUP_VERBOSE", "false")
+    monkeypatch.setenv("CFGSUP_ALLOW_MISSING", "0")
+    assert cli.parse(["-q", "--", "true"]).log_level == 30
+
+
+@pytest.mark.parametrize("argv", [
+    ["--watch", ".", "--on-change", "signal", "--signal", "USR1", "--validate", "true", "--", "true"],
+    ["--watch", ".", "--on-change", "exec", "--reload-command", "true", "--command-timeout", "3", "--", "true"],
+    ["--watch", ".", "--on-change", "http", "--webhook", "http://h/", "--webhook-timeout", "1", "--", "true"],
+    ["--watch", ".", "--on-change", "exit", "--change-exit-code", "3", "--", "true"],
+    ["--watch", ".", "--restart-backoff", "5", "--", "true"],  # transient spawn failures on a restart
+    ["--on-exit", "restart", "--restart-backoff", "5", "--", "true"],
+    ["--health-addr", ":9102", "--ready-delay", "2", "--", "true"],
+    ["--watch", ".", "--on-change", "restart", "--allow-missing", "--poll", "1", "--debounce", "1",
+     "--include", "*.conf", "--exclude", "*.log", "--", "true"],
+])
+def test_options_with_the_mode_that_uses_them_are_fine(argv):
+    assert not isinstance(cli.parse(argv), int)
+
+
 def test_env_vars_feed_options(capsys, monkeypatch):
     monkeypatch.setenv("CFGSUP_STOP_TIMEOUT", "abc")
     assert cli.main(["--", "true"]) == 2
