@@ -172,6 +172,58 @@ def _check_useless(options: dict) -> None:
                 raise click.UsageError(f"{flag}{origin} does nothing without {what}")
 
 
+_MISSING = object()
+
+
+def _access_problem(path: str):
+    """Why cfgsup could not watch `path`, in the OS's words; _MISSING if it does not exist (a
+    dangling link included); None if it can be watched. A directory must be listable and
+    searchable, a regular file readable. What is inside a directory is not looked at here:
+    an unreadable file in it is a warning and part of the digest, not a usage error."""
+    import stat
+
+    try:
+        st_mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _MISSING
+    except OSError as exc:
+        return exc.strerror + _who_cannot(path, exc)
+    doing = "read the file"
+    try:
+        if stat.S_ISDIR(st_mode):
+            doing = "list the directory"
+            with os.scandir(path):
+                pass
+            doing = "search the directory"
+            os.stat(os.path.join(path, "."))  # needs search (x) permission on the directory
+        elif stat.S_ISREG(st_mode):
+            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK))
+    except OSError as exc:
+        return exc.strerror + _who_cannot(path, exc, doing)
+    return None
+
+
+def _who_cannot(path: str, exc: OSError, doing: str = "") -> str:
+    """For a permission error: which directory on the way cannot be searched (or else what
+    `doing` on the path itself was refused), and for which uid."""
+    import errno
+
+    if exc.errno != errno.EACCES:
+        return ""
+    uid = os.geteuid()
+    here, steps = os.path.abspath(path), []
+    while True:
+        steps.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    for directory in reversed(steps[1:]):  # from / down to the path's own directory
+        if not os.access(directory, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return f" (uid {uid} cannot search {directory})"
+    return f" (uid {uid} cannot {doing})" if doing else ""
+
+
 def _settings(options: dict) -> st.Settings:
     """Cross-option checks click cannot express; raises click.UsageError."""
     if not options["command"]:
@@ -186,8 +238,12 @@ def _settings(options: dict) -> st.Settings:
     if options["poll"] is not None and options["poll"] <= 0:
         raise click.UsageError("--poll must be more than 0 seconds")
     for path in options["watches"]:
-        if not os.path.exists(path) and not options["allow_missing"]:
-            raise click.UsageError(f"watched path {path!r} does not exist (use --allow-missing to wait for it)")
+        problem = _access_problem(path)
+        if problem is _MISSING:
+            if not options["allow_missing"]:
+                raise click.UsageError(f"watched path {path!r} does not exist (use --allow-missing to wait for it)")
+        elif problem:
+            raise click.UsageError(f"watched path {path!r} cannot be accessed: {problem}")
     for flag in ("validate", "reload_command"):
         if options[flag]:
             import shlex

@@ -209,3 +209,60 @@ def test_the_apps_options_reach_the_app(argv, out):
     proc = subprocess.run([*CFGSUP, *argv], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == out
+
+
+# ---- watched paths that cannot be accessed (run as a non-root user) -------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+needs_root = pytest.mark.skipif(not os.environ.get("CI") and (os.geteuid() != 0 or not shutil.which("setpriv")),
+                                reason="needs root and setpriv to run cfgsup as another user")
+
+
+@pytest.fixture
+def tree():
+    """Root-owned paths that uid 65534 can reach (pytest's tmp_path is 0700 all the way)."""
+    top = tempfile.mkdtemp(prefix="cfgsup-access-")
+    os.chmod(top, 0o755)
+    for name, mode in (("private", 0o700), ("private/cfg", 0o755), ("unlisted", 0o311),
+                       ("unsearchable", 0o744), ("open", 0o755)):
+        os.mkdir(os.path.join(top, name))
+        os.chmod(os.path.join(top, name), mode)
+    for name, mode in (("secret.key", 0o600), ("open/secret", 0o600), ("open/app.conf", 0o644)):
+        with open(os.path.join(top, name), "w") as fh:
+            fh.write("x\n")
+        os.chmod(os.path.join(top, name), mode)
+    yield top
+    shutil.rmtree(top)
+
+
+def as_nobody(*args):
+    return subprocess.run([*AS_NOBODY, *CFGSUP, *args], capture_output=True, text=True, timeout=30)
+
+
+@needs_root
+@pytest.mark.parametrize("path, why", [
+    ("private/cfg", "Permission denied (uid 65534 cannot search {top}/private)"),
+    ("unlisted", "Permission denied (uid 65534 cannot list the directory)"),
+    ("unsearchable", "Permission denied (uid 65534 cannot search the directory)"),
+    ("secret.key", "Permission denied (uid 65534 cannot read the file)"),
+])
+@pytest.mark.parametrize("allow_missing", [False, True])
+def test_a_watched_path_that_cannot_be_accessed_is_exit_2_with_the_reason(tree, path, why, allow_missing):
+    """Not "does not exist" (the parent cannot be searched, so nobody can tell), and not a
+    warning: cfgsup could never see this path change, with or without --allow-missing."""
+    extra = ["--allow-missing"] if allow_missing else []
+    proc = as_nobody(*extra, "--watch", f"{tree}/{path}", "--", "true")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"cfgsup: error: watched path '{tree}/{path}' cannot be accessed: "
+                           f"{why.format(top=tree)}\n")
+
+
+@needs_root
+def test_an_unreadable_file_inside_a_watched_directory_is_a_warning_not_an_error(tree):
+    proc = as_nobody("--watch", f"{tree}/open", "--", "true")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "cannot read secret" in warnings[0]
