@@ -237,6 +237,8 @@ def _settings(options: dict) -> st.Settings:
         raise click.UsageError("--on-change probe needs --health-addr HOST:PORT (the probe reads /healthz)")
     if options["poll"] is not None and options["poll"] <= 0:
         raise click.UsageError("--poll must be more than 0 seconds")
+    if options["webhook_timeout"] <= 0:
+        raise click.UsageError("--webhook-timeout must be more than 0 seconds")
     for path in options["watches"]:
         problem = _access_problem(path)
         if problem is _MISSING:

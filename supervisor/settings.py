@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 ON_EXIT_MODES = ("exit", "restart")
 URL_SCHEMES = {"http": 80, "https": 443}
+MAX_DURATION = 7 * 86400.0  # any duration option
 ON_CHANGE_MODES = ("restart", "signal", "exec", "http", "exit", "probe", "none")
 LOG_FORMATS = ("text", "json")
 
@@ -112,6 +113,8 @@ def parse_duration(text: str, what: str = "duration") -> float:
         raise ValueError(f"{what} must be a number of seconds, got {text!r}") from None
     if value < 0 or value != value or value == float("inf"):
         raise ValueError(f"{what} must be a finite, non-negative number of seconds, got {text!r}")
+    if value > MAX_DURATION:  # the loop's poll() cannot wait longer than about 24 days at once
+        raise ValueError(f"{what} must be at most {MAX_DURATION:g} seconds (7 days), got {text!r}")
     return value
 
 
