@@ -56,7 +56,11 @@ def _load_libc():
         except ImportError:
             _libc = False
             return None
-        lib = ctypes.CDLL(None, use_errno=True)
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+            return None
         P, I = ctypes.c_void_p, ctypes.c_int
         for name, args in (
             ("posix_spawnattr_init", [P]), ("posix_spawnattr_destroy", [P]),
@@ -68,7 +72,10 @@ def _load_libc():
             ("posix_spawn_file_actions_adddup2", [P, I, I]),
             ("posix_spawnp", [P, ctypes.c_char_p, P, P, P, P]),
         ):
-            func = getattr(lib, name)
+            func = getattr(lib, name, None)
+            if func is None:  # a C library without it: use os.posix_spawnp
+                _libc = False
+                return None
             func.argtypes, func.restype = args, I
         _libc = (ctypes, lib)
     return _libc or None

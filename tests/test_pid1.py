@@ -307,7 +307,7 @@ def test_app_starts_with_nothing_ignored_and_nothing_blocked(run_cfgsup):
     assert [line for line in running.lines if line.startswith("Sig")] == CLEAN
 
 
-def test_helpers_start_with_nothing_ignored_and_nothing_blocked():
+def _helper_sig_lines():
     from supervisor.child import spawn_helper
 
     read_end, write_end = os.pipe()
@@ -328,7 +328,21 @@ def test_helpers_start_with_nothing_ignored_and_nothing_blocked():
     finally:
         os.close(read_end)
     wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, what="helper exit")
-    assert data.decode().splitlines() == CLEAN
+    return data.decode().splitlines()
+
+
+def test_helpers_start_with_nothing_ignored_and_nothing_blocked():
+    assert _helper_sig_lines() == CLEAN
+
+
+def test_without_ctypes_spawning_falls_back_to_os_posix_spawnp(monkeypatch):
+    """Where ctypes is missing, os.posix_spawnp still starts everything; only 32 and 33 stay
+    ignored then (glibc's doing), nothing else."""
+    from supervisor import child
+
+    monkeypatch.setattr(child, "_libc", False)
+    blocked, ignored = _helper_sig_lines()
+    assert blocked == CLEAN[0] and int(ignored.split()[1], 16) & ~0x180000000 == 0
 
 
 # ---- terminal ------------------------------------------------------------------------------
