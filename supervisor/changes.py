@@ -38,12 +38,13 @@ class Action:
 
 
 class Changes:
-    def __init__(self, settings, app, procs, timers, log, stats, clock, start_thread, post):
+    def __init__(self, settings, app, procs, timers, fds, log, stats, clock, start_thread, post):
         self.s = settings
         self.app = app
         self.procs = procs
         self.stop = procs.stop
         self.timers = timers
+        self.fds = fds                # the loop: a command's output is polled there
         self.log = log
         self.stats = stats
         self.clock = clock
@@ -133,7 +134,7 @@ class Changes:
         return env
 
     def _run(self, purpose: str, command: str, done) -> None:
-        self.command = Command(self.procs, self.timers, purpose, done)
+        self.command = Command(self.procs, self.timers, self.fds, purpose, done)
         self.command.start(command, self._env(), self.s.command_timeout, self.clock())
 
     def _validated(self, ok: bool, detail: str) -> None:
@@ -178,7 +179,7 @@ class Changes:
         try:
             self.start_thread(
                 post_webhooks, self.s.webhooks, self.s.webhook_method, self.s.webhook_retries,
-                self.s.webhook_timeout, ",".join(action.changed),
+                self.s.webhook_timeout, action.changed,
                 lambda ok, detail: self.post(("webhook", token, ok, detail)),
             )
         except RuntimeError as exc:  # no thread to be had: count it, keep the app

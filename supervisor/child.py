@@ -1,8 +1,14 @@
 """Starting and signalling processes: the app and the short helper commands (validate, reload).
 
 Every process starts with posix_spawn in its own process group, with an empty blocked-signal mask
-and default dispositions, and only fds 0, 1, 2 (everything else cfgsup holds is close-on-exec).
-posix_spawn reports exec failures (not found, not executable) to us directly, which gives 127/126.
+and every disposition at its default, and only fds 0, 1, 2 (everything else cfgsup holds is
+close-on-exec). posix_spawn reports exec failures (not found, not executable) to us directly,
+which gives 127/126.
+
+posix_spawn is called through ctypes rather than os.posix_spawnp: glibc sets its two internal
+signals (32 and 33) to SIG_IGN in the child unless they are in the spawn's "default" set, ignored
+dispositions survive exec, and os.posix_spawnp builds that set with sigaddset(), which refuses
+them. Here the set is written bit by bit. Without ctypes, os.posix_spawnp is the fallback.
 """
 from __future__ import annotations
 
@@ -35,27 +41,133 @@ class SpawnError(Exception):
         self.errno = error  # the OS's error number, where there is one (E2BIG: env too large)
 
 
-def _spawn(argv, env, file_actions=()):
+# Every signal whose disposition the child resets, as raw numbers: 1 to NSIG-1 (the real-time
+# signals and glibc's internal 32 and 33 included), except KILL and STOP, which cannot be set.
+_ALL_SIGNALS = tuple(s for s in range(1, signal.NSIG) if s not in (signal.SIGKILL, signal.SIGSTOP))
+_SPAWN_FLAGS = 0x02 | 0x04 | 0x08  # POSIX_SPAWN_SETPGROUP | SETSIGDEF | SETSIGMASK (glibc, musl)
+_libc = None
+
+
+def _load_libc():
+    """The C library's posix_spawn functions, with their argument types; None without ctypes."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+        except ImportError:
+            _libc = False
+            return None
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+            return None
+        P, I = ctypes.c_void_p, ctypes.c_int
+        for name, args in (
+            ("posix_spawnattr_init", [P]), ("posix_spawnattr_destroy", [P]),
+            ("posix_spawnattr_setflags", [P, ctypes.c_short]),
+            ("posix_spawnattr_setpgroup", [P, I]),
+            ("posix_spawnattr_setsigmask", [P, P]), ("posix_spawnattr_setsigdefault", [P, P]),
+            ("posix_spawn_file_actions_init", [P]), ("posix_spawn_file_actions_destroy", [P]),
+            ("posix_spawn_file_actions_addopen", [P, I, ctypes.c_char_p, I, ctypes.c_uint]),
+            ("posix_spawn_file_actions_adddup2", [P, I, I]),
+            ("posix_spawnp", [P, ctypes.c_char_p, P, P, P, P]),
+        ):
+            func = getattr(lib, name, None)
+            if func is None:  # a C library without it: use os.posix_spawnp
+                _libc = False
+                return None
+            func.argtypes, func.restype = args, I
+        _libc = (ctypes, lib)
+    return _libc or None
+
+
+def _c_strings(ctypes, items):
+    encoded = [os.fsencode(item) for item in items]
+    if any(b"\0" in item for item in encoded):
+        raise ValueError("embedded null byte")
+    return (ctypes.c_char_p * (len(encoded) + 1))(*encoded, None)
+
+
+def _posix_spawnp(argv, env, file_actions) -> int:
+    """posix_spawnp(3) with its own process group, an empty mask and every signal at default."""
+    loaded = _load_libc()
+    if loaded is None:  # no ctypes in this Python: signals 32 and 33 stay ignored in the child
+        return os.posix_spawnp(argv[0], argv, env, file_actions=list(file_actions), setpgroup=0,
+                               setsigmask=(), setsigdef=RESET_IN_CHILD)
+    ctypes, lib = loaded
+    c_argv = _c_strings(ctypes, argv)
+    c_env = _c_strings(ctypes, [f"{key}={value}" for key, value in env.items()])
+    bits = ctypes.sizeof(ctypes.c_ulong) * 8
+    empty, default = (ctypes.c_ulong * (1024 // bits))(), (ctypes.c_ulong * (1024 // bits))()
+    for signo in _ALL_SIGNALS:  # sigset_t's layout on Linux: bit signo-1, in unsigned longs
+        default[(signo - 1) // bits] |= 1 << ((signo - 1) % bits)
+    # Opaque C structs (336 and 80 bytes in glibc): room to spare, aligned for pointers.
+    attr, actions = (ctypes.c_void_p * 128)(), (ctypes.c_void_p * 64)()
+    pid = ctypes.c_int()
+    lib.posix_spawnattr_init(attr)
+    lib.posix_spawn_file_actions_init(actions)
     try:
-        return os.posix_spawnp(
-            argv[0], argv, env,
-            file_actions=list(file_actions),
-            setpgroup=0,
-            setsigmask=(),
-            setsigdef=RESET_IN_CHILD,
-        )
+        for call in (lib.posix_spawnattr_setflags(attr, _SPAWN_FLAGS),
+                     lib.posix_spawnattr_setpgroup(attr, 0),
+                     lib.posix_spawnattr_setsigmask(attr, empty),
+                     lib.posix_spawnattr_setsigdefault(attr, default)):
+            if call:
+                raise OSError(call, os.strerror(call))
+        for action in file_actions:
+            if action[0] == os.POSIX_SPAWN_OPEN:
+                _, fd, path, flags, mode = action
+                rc = lib.posix_spawn_file_actions_addopen(actions, fd, os.fsencode(path), flags, mode)
+            else:
+                _, fd, target = action
+                rc = lib.posix_spawn_file_actions_adddup2(actions, fd, target)
+            if rc:
+                raise OSError(rc, os.strerror(rc))
+        rc = lib.posix_spawnp(ctypes.byref(pid), c_argv[0], actions, attr, c_argv, c_env)
+    finally:
+        lib.posix_spawn_file_actions_destroy(actions)
+        lib.posix_spawnattr_destroy(attr)
+    if rc:
+        raise OSError(rc, os.strerror(rc))
+    return pid.value
+
+
+def _shown(name: str, limit: int = 120) -> str:
+    """A command name fit for one bounded log line: no control characters, not too long."""
+    if not name.isprintable():
+        name = name.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return name if len(name) <= limit else f"{name[:limit - 30]}...{name[-20:]} ({len(name)} characters)"
+
+
+def _spawn(argv, env, file_actions=()):
+    name = argv[0]
+    shown = _shown(name)
+    if not name:
+        raise SpawnError(127, "empty command name")
+    if "\0" in name:
+        raise SpawnError(127, f"{shown}: command name contains a NUL byte (no file can have it)")
+    try:
+        return _posix_spawnp(argv, env, file_actions)
+    except ValueError:  # NUL in an argument or a variable: never from a real command line
+        raise SpawnError(126, f"{shown}: an argument or environment variable contains a NUL byte") from None
     except FileNotFoundError:
-        raise SpawnError(127, f"{argv[0]}: command not found") from None
+        if "/" in name and os.path.islink(name):
+            raise SpawnError(127, f"{shown}: a symlink to a missing file ({_shown(os.readlink(name))})") from None
+        raise SpawnError(127, f"{shown}: command not found") from None
     except NotADirectoryError:
-        raise SpawnError(127, f"{argv[0]}: command not found") from None
+        raise SpawnError(127, f"{shown}: command not found (a part of the path is not a directory)") from None
     except PermissionError:
-        raise SpawnError(126, f"{argv[0]}: permission denied (not executable)") from None
+        if "/" in name and os.path.isdir(name):
+            raise SpawnError(126, f"{shown}: is a directory") from None
+        raise SpawnError(126, f"{shown}: permission denied (not executable)") from None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # no file can have that name: as good as not found
+            raise SpawnError(127, f"{shown}: command not found (name too long: {exc.strerror})") from None
         if exc.errno in (errno.EAGAIN, errno.ENOMEM):
-            raise SpawnError(126, f"{argv[0]}: cannot start now: {exc.strerror}", transient=True) from None
+            raise SpawnError(126, f"{shown}: cannot start now: {exc.strerror}", transient=True) from None
         if exc.errno == errno.ENOEXEC:
-            raise SpawnError(126, f"{argv[0]}: cannot execute (not a program and no #! line)") from None
-        raise SpawnError(126, f"{argv[0]}: cannot execute: {exc.strerror}", error=exc.errno) from None
+            raise SpawnError(126, f"{shown}: cannot execute (not a program and no #! line)") from None
+        raise SpawnError(126, f"{shown}: cannot execute: {exc.strerror}", error=exc.errno) from None
 
 
 def spawn_app(argv, env, previous: int = 0) -> int:

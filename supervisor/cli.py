@@ -9,6 +9,7 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from . import settings as st
 
@@ -62,10 +63,14 @@ REWRITE = _Parsed("FROM:TO", st.parse_rewrite)
 SECONDS = _Parsed("SECONDS", st.parse_duration)
 EXIT_CODE = _Parsed("CODE", st.parse_exit_code)
 ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
+URL = _Parsed("URL", lambda text: st.parse_url(text).url)
+METHOD = _Parsed("METHOD", st.parse_method)
 
 
 @click.command(
-    context_settings={"show_default": True},
+    # Options end at the first operand, as in dumb-init and POSIX utilities: what follows the
+    # command's name is the command's (`cfgsup app --help` runs `app --help`).
+    context_settings={"show_default": True, "allow_interspersed_args": False},
     # Our own -h/--help and --version: click's built-in ones translate their help text through
     # gettext on every start, which imports locale and costs PID 1 about a millisecond.
     add_help_option=False,
@@ -104,12 +109,13 @@ ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
               help="Command run before acting on a change; non-zero rejects the change.")
 @option("--command-timeout", type=SECONDS, default="30",
               help="Time limit for --validate and --reload-command.")
-@option("--webhook", "webhooks", multiple=True, metavar="URL",
+@option("--webhook", "webhooks", type=URL, multiple=True, metavar="URL",
               help="URL called with --on-change http. Repeatable.")
-@option("--webhook-method", default="POST", help="HTTP method for --webhook.")
+@option("--webhook-method", type=METHOD, default="POST", help="HTTP method for --webhook.")
 @option("--webhook-retries", type=click.IntRange(0, 100), default=3,
               help="Retries per webhook, with doubling backoff.")
-@option("--webhook-timeout", type=SECONDS, default="5", help="Time limit per webhook request.")
+@option("--webhook-timeout", type=SECONDS, default="5",
+              help="Time limit for each webhook request as a whole (connect, send, answer).")
 @option("--change-exit-code", type=EXIT_CODE, default="0",
               help="Exit code with --on-change exit.")
 @option("--health-addr", type=ADDRESS, default=None,
@@ -125,7 +131,97 @@ ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
               help="Show the version and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(**options):
-    return options
+    # Which options the user gave, on the command line or through CFGSUP_*: for _check_useless.
+    ctx = click.get_current_context()
+    given = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) and (
+                not getattr(param, "is_flag", False) or options[param.name]):
+            flag = next((o for o in param.opts if o.startswith("--")), param.name)
+            given[param.name] = (flag, param.envvar if source == ParameterSource.ENVIRONMENT else None)
+    return dict(options, _given=given)
+
+
+def _check_useless(options: dict) -> None:
+    """Options that contradict each other, or that nothing would use: one line, exit 2. One set
+    through its CFGSUP_* variable counts like one on the command line (an image that sets
+    CFGSUP_WEBHOOK for every mode is as wrong as the command line would be)."""
+    if options["verbose"] and options["quiet"]:
+        raise click.UsageError("-v/--verbose and -q/--quiet contradict each other: give one of them")
+    mode, watching = options["on_change"], bool(options["watches"])
+    needs = (
+        (("on_change", "validate", "allow_missing", "poll", "debounce", "include", "exclude"),
+         watching, "--watch PATH"),
+        (("reload_signal",), mode == "signal", "--on-change signal"),
+        (("reload_command",), mode == "exec", "--on-change exec"),
+        (("webhooks", "webhook_method", "webhook_retries", "webhook_timeout"), mode == "http",
+         "--on-change http"),
+        (("change_exit_code",), mode == "exit", "--on-change exit"),
+        (("command_timeout",), bool(options["validate"]) or mode == "exec",
+         "--validate or --on-change exec"),
+        (("restart_backoff",), options["on_exit"] == "restart" or (watching and mode == "restart"),
+         "--on-exit restart or --on-change restart"),
+        (("ready_delay",), bool(options["health_addr"]), "--health-addr"),
+    )
+    for names, used, what in needs:
+        for name in names if not used else ():
+            if name in options["_given"]:
+                flag, envvar = options["_given"][name]
+                origin = f" (set by {envvar})" if envvar else ""
+                raise click.UsageError(f"{flag}{origin} does nothing without {what}")
+
+
+_MISSING = object()
+
+
+def _access_problem(path: str):
+    """Why cfgsup could not watch `path`, in the OS's words; _MISSING if it does not exist (a
+    dangling link included); None if it can be watched. A directory must be listable and
+    searchable, a regular file readable. What is inside a directory is not looked at here:
+    an unreadable file in it is a warning and part of the digest, not a usage error."""
+    import stat
+
+    try:
+        st_mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _MISSING
+    except OSError as exc:
+        return exc.strerror + _who_cannot(path, exc)
+    doing = "read the file"
+    try:
+        if stat.S_ISDIR(st_mode):
+            doing = "list the directory"
+            with os.scandir(path):
+                pass
+            doing = "search the directory"
+            os.stat(os.path.join(path, "."))  # needs search (x) permission on the directory
+        elif stat.S_ISREG(st_mode):
+            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK))
+    except OSError as exc:
+        return exc.strerror + _who_cannot(path, exc, doing)
+    return None
+
+
+def _who_cannot(path: str, exc: OSError, doing: str = "") -> str:
+    """For a permission error: which directory on the way cannot be searched (or else what
+    `doing` on the path itself was refused), and for which uid."""
+    import errno
+
+    if exc.errno != errno.EACCES:
+        return ""
+    uid = os.geteuid()
+    here, steps = os.path.abspath(path), []
+    while True:
+        steps.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    for directory in reversed(steps[1:]):  # from / down to the path's own directory
+        if not os.access(directory, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return f" (uid {uid} cannot search {directory})"
+    return f" (uid {uid} cannot {doing})" if doing else ""
 
 
 def _settings(options: dict) -> st.Settings:
@@ -139,14 +235,17 @@ def _settings(options: dict) -> st.Settings:
         raise click.UsageError("--on-change http needs at least one --webhook URL")
     if mode == "probe" and not options["health_addr"]:
         raise click.UsageError("--on-change probe needs --health-addr HOST:PORT (the probe reads /healthz)")
-    for url in options["webhooks"]:
-        if not url.startswith(("http://", "https://")):
-            raise click.UsageError(f"--webhook must be an http:// or https:// URL, got {url!r}")
     if options["poll"] is not None and options["poll"] <= 0:
         raise click.UsageError("--poll must be more than 0 seconds")
+    if options["webhook_timeout"] <= 0:
+        raise click.UsageError("--webhook-timeout must be more than 0 seconds")
     for path in options["watches"]:
-        if not os.path.exists(path) and not options["allow_missing"]:
-            raise click.UsageError(f"watched path {path!r} does not exist (use --allow-missing to wait for it)")
+        problem = _access_problem(path)
+        if problem is _MISSING:
+            if not options["allow_missing"]:
+                raise click.UsageError(f"watched path {path!r} does not exist (use --allow-missing to wait for it)")
+        elif problem:
+            raise click.UsageError(f"watched path {path!r} cannot be accessed: {problem}")
     for flag in ("validate", "reload_command"):
         if options[flag]:
             import shlex
@@ -156,12 +255,12 @@ def _settings(options: dict) -> st.Settings:
                     raise ValueError("empty command")
             except ValueError as exc:
                 raise click.UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
+    _check_useless(options)
     # Click's parameter names are the Settings field names; only a few need converting.
     values = {name: options[name] for name in st.Settings._fields if name in options}
     values.update(
         command=tuple(options["command"]),
         expect_exit=frozenset(options["expect_exit"]),
-        webhook_method=options["webhook_method"].upper(),
         log_level=10 if options["verbose"] else 30 if options["quiet"] else 20,
     )
     for name in ("rewrite", "watches", "include", "exclude", "webhooks"):

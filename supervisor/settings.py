@@ -9,6 +9,7 @@ import signal
 from typing import NamedTuple
 
 ON_EXIT_MODES = ("exit", "restart")
+URL_SCHEMES = {"http": 80, "https": 443}
 ON_CHANGE_MODES = ("restart", "signal", "exec", "http", "exit", "probe", "none")
 LOG_FORMATS = ("text", "json")
 
@@ -138,3 +139,71 @@ def parse_host_port(text: str) -> tuple[str, int]:
         raise ValueError(f"address must be HOST:PORT with a port 1-65535, got {text!r}")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+_TOKEN_CHARS = _HOST_CHARS | frozenset("!#$%&'*+^`|~")
+
+
+class Url(NamedTuple):
+    """A checked --webhook URL, split the way the request needs it."""
+    url: str          # as given (stripped), for Settings
+    scheme: str       # http | https
+    host: str         # name or address, IPv6 without brackets
+    port: int
+    target: str       # path and query for the request line, percent-encoded where needed
+    host_header: str  # for the Host header: [v6] and the port unless it is the default
+    shown: str        # for log lines: without the query, which may hold a token
+
+
+def parse_url(text: str) -> Url:
+    """`http://HOST[:PORT][/PATH][?QUERY]` or https://; a host and a port 1-65535 are required."""
+    raw = text.strip()
+    scheme, sep, rest = raw.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in URL_SCHEMES:
+        raise ValueError(f"URL {text!r}: not an http:// or https:// URL")
+    rest = rest.partition("#")[0]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, target = rest[:cut], rest[cut:]
+    if "@" in authority:
+        raise ValueError(f"URL {text!r}: a user or password in a webhook URL is not supported "
+                         f"(it would end up in log lines)")
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or ":" not in host or not set(host) <= _IPV6_CHARS:
+            raise ValueError(f"URL {text!r}: bad IPv6 address in brackets")
+        if after and not after.startswith(":"):
+            raise ValueError(f"URL {text!r}: only :PORT may follow the address")
+        port_text, shown_host = after[1:], f"[{host}]"
+    else:
+        host, _, port_text = authority.partition(":")
+        shown_host = host
+        if not host:
+            raise ValueError(f"URL {text!r} has no host")
+        if not set(host) <= _HOST_CHARS:
+            raise ValueError(f"URL {text!r}: bad host name {host!r} (letters, digits, '-', '.', '_')")
+    if not port_text:
+        port = URL_SCHEMES[scheme]
+    elif len(port_text) <= 5 and set(port_text) <= set("0123456789") and 0 < int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        raise ValueError(f"URL {text!r}: the port must be a number 1-65535, got {port_text!r}")
+    if not target.startswith("/"):
+        target = "/" + target
+    # Spaces, control characters and non-ASCII would break the request line: percent-encode them.
+    target = "".join(c if "!" <= c <= "~" else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+                     for c in target)
+    host_header = shown_host if port == URL_SCHEMES[scheme] else f"{shown_host}:{port}"
+    path = target.partition("?")[0]
+    return Url(raw, scheme, host, port, target, host_header,
+               f"{scheme}://{host_header}{path}" + ("?..." if "?" in target else ""))
+
+
+def parse_method(text: str) -> str:
+    """An HTTP method name (a token): POST, PUT, GET..., upper-cased."""
+    method = text.strip().upper()
+    if not method or not set(method) <= _TOKEN_CHARS:
+        raise ValueError(f"{text!r} is not an HTTP method name such as POST")
+    return method

@@ -55,7 +55,7 @@ class Supervisor:
         self.stats = Stats()
         self.procs = Processes(self.sys, self.stop, log)
         self.app = App(settings, self.procs, timers, log, self.stats, clock, self._app_done)
-        self.changes = Changes(settings, self.app, self.procs, timers, log, self.stats, clock,
+        self.changes = Changes(settings, self.app, self.procs, timers, self.loop, log, self.stats, clock,
                                self.sys.start_thread, self.loop.post)
         self.watches = Watches(settings, self.sys, timers, log, lambda: self.changes.busy,
                                self._content, self.loop.post)

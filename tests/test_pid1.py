@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,36 @@ def test_not_executable_is_126_with_one_line(run_cfgsup, tmp_path):
     lines = [line for line in running.lines if line.strip()]
     assert len(lines) == 1 and str(script) in lines[0]
     assert "Traceback" not in running.text()
+
+
+@pytest.mark.parametrize("kind, code, words", [
+    ("empty", 127, "empty command name"),
+    ("directory", 126, "is a directory"),
+    ("long", 127, "name too long"),
+    ("dangling", 127, "a symlink to a missing file"),
+    ("newline", 127, "command not found"),
+])
+def test_odd_command_names_are_one_line_and_a_shell_code(run_cfgsup, tmp_path, kind, code, words):
+    name = {"empty": "", "directory": str(tmp_path), "long": "a" * 5000,
+            "dangling": str(tmp_path / "link"), "newline": "no\nsuch\x1b[31m"}[kind]
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    running = run_cfgsup("--", name)
+    assert running.wait() == code
+    lines = [line for line in running.lines if line.strip()]
+    assert len(lines) == 1 and words in lines[0], running.text()
+    assert len(lines[0]) < 300 and "\x1b" not in lines[0]
+
+
+def test_nul_in_the_command_is_a_spawn_error_not_a_traceback():
+    """No real command line can carry a NUL byte, but argv built by a caller can."""
+    from supervisor.child import SpawnError, spawn_app
+
+    with pytest.raises(SpawnError) as name:
+        spawn_app(["no\0such"], dict(os.environ))
+    assert name.value.code == 127 and "NUL byte" in str(name.value)
+    with pytest.raises(SpawnError) as argument:
+        spawn_app(["true", "a\0b"], dict(os.environ))
+    assert argument.value.code == 126 and "NUL byte" in str(argument.value)
 
 
 def test_expect_exit_maps_code_to_zero(run_cfgsup):
@@ -259,12 +290,59 @@ def test_child_gets_clean_mask_default_dispositions_and_only_fds_012(run_cfgsup,
     running.wait_line(r"^ready$")
     app = wait_until(lambda: [p for p in running.descendants() if p.name() == "sleep"], what="app")[0]
     assert _status_field(app.pid, "SigBlk") == 0
-    # Nothing ignored, not even PIPE/TTIN/TTOU which cfgsup ignores. (glibc's posix_spawn always
-    # ignores its two internal signals 32 and 33, which no program can use anyway.)
-    ignored = _status_field(app.pid, "SigIgn")
-    assert [s for s in signal.valid_signals() if ignored & (1 << (s - 1))] == []
+    # Nothing ignored, not even PIPE/TTIN/TTOU which cfgsup ignores, nor glibc's 32 and 33.
+    assert _status_field(app.pid, "SigIgn") == 0
     assert sorted(int(fd) for fd in os.listdir(f"/proc/{app.pid}/fd")) == [0, 1, 2]
     assert os.getpgid(app.pid) == app.pid  # its own process group
+
+
+CLEAN = ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"]
+
+
+def test_app_starts_with_nothing_ignored_and_nothing_blocked(run_cfgsup):
+    """The command line of issue 9.16: under tini and dumb-init it prints all zeros. glibc's
+    posix_spawn ignores its internal signals 32 and 33 in the child unless told otherwise."""
+    running = run_cfgsup("--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status")
+    assert running.wait() == 0
+    assert [line for line in running.lines if line.startswith("Sig")] == CLEAN
+
+
+def _helper_sig_lines():
+    from supervisor.child import spawn_helper
+
+    read_end, write_end = os.pipe()
+    try:
+        pid = spawn_helper(["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"], dict(os.environ),
+                           write_end)
+    finally:
+        os.close(write_end)
+    data, deadline = b"", time.monotonic() + 10
+    try:
+        while True:  # read to EOF, with a deadline
+            assert time.monotonic() < deadline, "helper output did not end within 10 s"
+            if select.select([read_end], [], [], 0.5)[0]:
+                chunk = os.read(read_end, 4096)
+                if not chunk:
+                    break
+                data += chunk
+    finally:
+        os.close(read_end)
+    wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, what="helper exit")
+    return data.decode().splitlines()
+
+
+def test_helpers_start_with_nothing_ignored_and_nothing_blocked():
+    assert _helper_sig_lines() == CLEAN
+
+
+def test_without_ctypes_spawning_falls_back_to_os_posix_spawnp(monkeypatch):
+    """Where ctypes is missing, os.posix_spawnp still starts everything; only 32 and 33 stay
+    ignored then (glibc's doing), nothing else."""
+    from supervisor import child
+
+    monkeypatch.setattr(child, "_libc", False)
+    blocked, ignored = _helper_sig_lines()
+    assert blocked == CLEAN[0] and int(ignored.split()[1], 16) & ~0x180000000 == 0
 
 
 # ---- terminal ------------------------------------------------------------------------------

@@ -347,3 +347,25 @@ def test_eight_thousand_changed_keys_still_restart_the_app(run_cfgsup, tmp_path)
     assert len(changed) <= 16 * 1024
     running.wait_line(r"restarted the app for key-0000.conf, .* \(\+7980 more\)")
     assert max(len(line) for line in running.lines if line.startswith("[cfgsup")) <= 4096 + 6
+
+
+def test_a_validator_printing_megabytes_is_drained_and_its_tail_logged(run_cfgsup, volume):
+    check = "sh -c 'head -c 5000000 /dev/zero | tr \"\\\\0\" x; echo; echo the last line; exit 1'"
+    running = watching(run_cfgsup, "--watch", volume.path, "--on-change", "signal",
+                       "--validate", check, "--command-timeout", "20")
+    volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
+    line = running.wait_line(r"validation rejected the change, nothing applied: exited with code 1; output: (.*)")
+    assert line.group(1).endswith("the last line") and "timed out" not in line.group(0)
+    assert len(line.group(0)) < 4200
+
+
+def test_a_daemon_left_by_the_reload_command_cannot_fill_memory(run_cfgsup, volume, tmp_path):
+    pidfile = tmp_path / "daemon.pid"
+    reload = f"sh -c '(setsid sh -c \"echo \\$\\$ > {pidfile}; exec yes\" &) ; exit 0'"
+    running = watching(run_cfgsup, "-v", "--watch", volume.path, "--on-change", "exec", "--reload-command", reload)
+    volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
+    running.wait_line(r"ran the reload command for app.conf")
+    pid = wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the daemon's pid")
+    # Once the command was reaped its pipe is closed: the daemon's next write is EPIPE/SIGPIPE.
+    wait_until(lambda: not psutil_alive(int(pid)), what="the daemon gone")
+    running.wait_line(r"reaped orphan")
