@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 
-from common import MISSING, Section, Volume, failed, median, peer, stop
+from common import MISSING, Section, Volume, failed, median, peer, plural, stop
 from procfs import pss_kib, rss_kib
 from memory import launch
 from startup import interleaved, rows_for
@@ -92,7 +92,7 @@ def _size(run, bundle):
     rows = []
     if bundle:
         size = du_kib(os.path.dirname(bundle))
-        rows.append([f"bundle: {os.path.dirname(bundle)}/ (needs only glibc)", f"{size / 1024:.1f} MiB"])
+        rows.append([f"bundle: {os.path.dirname(bundle)}/ (no Python needed)", f"{size / 1024:.1f} MiB"])
     else:
         rows.append(["bundle", NOT_BUILT])
     sp = site_packages(run.env.venv)
@@ -118,8 +118,8 @@ def _podman(run):
         label, _, image = spec.partition("=")
         image = image or label
         cells = [label]
-        for argv in (["podman", "run", "--rm", "--network", "none", image, "--", "true"],
-                     ["podman", "run", "--rm", "--network", "none", "--entrypoint", "true", image]):
+        run_ = ["podman", "run", "--rm", "--pull", "never", "--network", "none"]  # no registry here
+        for argv in ([*run_, image, "--", "true"], [*run_, "--entrypoint", "true", image]):
             try:
                 times = []
                 for _ in range(run.n["podman_runs"]):
@@ -130,5 +130,6 @@ def _podman(run):
             except Exception as exc:  # noqa: BLE001
                 cells.append(failed(exc))
         rows.append(cells)
-    return Section(title + f" ({run.n['podman_runs']} runs each; podman as configured in the environment)",
+    runs = plural(run.n["podman_runs"], "run")
+    return Section(f"{title} ({runs} each; podman as configured in the environment)",
                    header, rows)

@@ -40,6 +40,7 @@ class Contender:
         self.volumes: list[Volume] = []
         self.latencies: list[float] = []
         self.extra_signals = 0
+        self.note = None         # a warning the row's reader must see
 
     # ---- life cycle -----------------------------------------------------------------------
     def launch(self) -> None:
@@ -84,6 +85,20 @@ class Contender:
             Lines(self.procs[0].stdout).until("watching", timeout)
         if self.dead():
             raise RuntimeError(f"{self.kind} exited: {self.log_tail()}")
+
+    def fell_back(self) -> str | None:
+        """cfgsup's first warning that a watch went to polling (the inotify instance or watch
+        limit, say): its latency would then be the poll interval's, and the row must say so."""
+        if self.kind != "cfgsup":
+            return None
+        try:
+            with open(self.log, errors="replace") as fh:
+                for line in fh:
+                    if "inotify unavailable" in line or "with inotify" in line:
+                        return "fell back to polling: " + line.strip()[:200]
+        except OSError:
+            pass
+        return None
 
     def dead(self) -> bool:
         return any(p.poll() is not None for p in self.procs)
@@ -171,6 +186,7 @@ def measure(run, kinds, scenario: str, ndirs: int, payload, swaps: int, timeout:
         for c in live:
             if c.error is None and not c.latencies:
                 c.error = "failed: no swap measured"
+            c.note = c.fell_back()
             if c.error is None:
                 c.cpu_per_change = (c.cpu() - cpu0[id(c)]) / len(c.latencies)
                 c.rss_after = c.rss()

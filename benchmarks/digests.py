@@ -35,7 +35,7 @@ def probe(run, volume: str, runs: int, batches: int, reference: str | None) -> d
 def _runs(run, spec) -> tuple[int, int]:
     if run.smoke:
         return 2, 1
-    return {"swaps_small": (200, 5), "swaps_mid": (50, 5), "swaps_big": (10, 5)}[spec.swaps]
+    return {"swaps_small": (200, 5), "swaps_mid": (50, 5), "swaps_big": (15, 5)}[spec.swaps]
 
 
 def bench_digest(run):

@@ -38,6 +38,7 @@ def bench_latency(run):
              "to the moment the app's `sigtimedwait` returned; CPU per change is the watcher's own "
              "CPU time (all threads; the app not counted) over the measured swaps, divided by their "
              "number."]
+    notes += [f"{c.label}: {c.note}" for c in contenders if c.note]
     if extra:
         notes.append(f"{extra} signal(s) arrived that no swap asked for (a contender acting twice).")
     return [Section(f"Change latency: kubelet swap to signal in the app ({swaps} swaps each, in turn; "

@@ -20,12 +20,15 @@ def scenarios(run) -> list[Spec]:
 
 def bench_scaling(run):
     figures = run.figures.setdefault("scaling", {})
-    rows = []
+    rows, warnings = [], []
     for spec in scenarios(run):
         ndirs = int(spec.name.split("-")[1]) if spec.name.startswith("dirs-") else 1
         swaps = run.n[spec.swaps]
         contenders = measure(run, KINDS, f"scaling-{spec.name}", ndirs, spec.make, swaps, spec.timeout)
         shutil.rmtree(run.scratch(f"scaling-{spec.name}"), ignore_errors=True)
+        warnings += [f"{spec.label}, {c.label}: {c.note}" for c in contenders if c.note]
+        warnings += [f"{spec.label}, {c.label}: {plural(c.extra_signals, 'signal')} no swap asked for"
+                     for c in contenders if c.extra_signals]
         first = True
         for c in contenders:
             label = f"{spec.label}, {plural(swaps, 'swap')}" if first else ""
@@ -61,7 +64,7 @@ def bench_scaling(run):
         "swaps; peak: VmHWM while the swaps were handled (reset when they began) above that first "
         "RSS. inotifywait's figures are inotifywait and its `sh` reader together (threads: 1 each).",
         "With fewer than 100 swaps, p99 is the largest value seen.",
-    ]
+    ] + warnings
     return [Section("Scaling: swap to signal with more directories, keys and bytes",
                     ["volume", "watcher", "median", "p99", "CPU per change", "RSS (idle -> after)",
                      "peak RSS above idle", "threads"], rows, notes)]
