@@ -18,7 +18,7 @@ import os
 import subprocess
 
 from common import PROGRAMS, Lines, Missing, Volume, failed, log_has, peer, start, stop, wait_for
-from procfs import cpu_seconds, reset_peak, rss_kib, settle_cpu, status_kib, threads
+from procfs import cpu, cpu_spent, reset_peak, rss_kib, settle_cpu, status_kib, threads
 
 KINDS = ("cfgsup", "raw", "watchdog", "inotifywait")
 LABELS = {"cfgsup": "cfgsup (inotify)", "raw": "floor: raw inotify (ctypes, one thread)",
@@ -118,8 +118,8 @@ class Contender:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def cpu(self) -> float:
-        return sum(cpu_seconds(p) for p in self.pids())
+    def cpu_readings(self) -> list:
+        return [cpu(p) for p in self.pids()]
 
     def rss(self) -> int:
         return sum(rss_kib(p) for p in self.pids())
@@ -173,7 +173,7 @@ def measure(run, kinds, scenario: str, ndirs: int, payload, swaps: int, timeout:
                 _warm_up(c, content, timeout)
         live = [c for c in contenders if c.error is None]
         settle_cpu([p for c in live for p in c.pids()])
-        cpu0 = {id(c): c.cpu() for c in live}
+        cpu0 = {id(c): c.cpu_readings() for c in live}
         for n in range(swaps):
             order = live[n % len(live):] + live[:n % len(live)] if live else []
             for c in order:
@@ -188,7 +188,8 @@ def measure(run, kinds, scenario: str, ndirs: int, payload, swaps: int, timeout:
                 c.error = "failed: no swap measured"
             c.note = c.fell_back()
             if c.error is None:
-                c.cpu_per_change = (c.cpu() - cpu0[id(c)]) / len(c.latencies)
+                spent = sum(cpu_spent(a, b) for a, b in zip(cpu0[id(c)], c.cpu_readings()))
+                c.cpu_per_change = spent / len(c.latencies)
                 c.rss_after = c.rss()
                 c.peak_above = max(0, c.hwm() - c.rss_idle) if c.peak_reset else None
                 c.nthreads = c.threads()

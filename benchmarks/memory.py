@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 from common import MISSING, Section, Volume, failed, log_has, peer, start, stop, wait_for
-from procfs import children, cpu_seconds, pss_kib, rss_kib, switches, threads
+from procfs import children, cpu, cpu_spent, pss_kib, rss_kib, switches, threads
 
 
 def free_port() -> int:
@@ -84,7 +84,7 @@ def bench_memory_and_idle(run):
             except Exception as exc:  # noqa: BLE001
                 started.append((key, label, None, failed(exc)))
         live = [(key, proc) for key, _label, proc, _err in started if proc]
-        before = {key: (cpu_seconds(proc.pid), switches(proc.pid)) for key, proc in live}
+        before = {key: (cpu(proc.pid), switches(proc.pid)) for key, proc in live}
         t0 = time.monotonic()
         while time.monotonic() < t0 + idle_seconds:  # the measurement itself: let them idle
             time.sleep(min(1.0, max(0.0, t0 + idle_seconds - time.monotonic())))
@@ -92,7 +92,7 @@ def bench_memory_and_idle(run):
         for key, proc in live:
             cpu0, sw0 = before[key]
             figures[key] = {"rss": rss_kib(proc.pid), "pss": pss_kib(proc.pid), "threads": threads(proc.pid),
-                            "cpu": cpu_seconds(proc.pid) - cpu0, "wakeups": switches(proc.pid) - sw0}
+                            "cpu": cpu_spent(cpu0, cpu(proc.pid)), "wakeups": switches(proc.pid) - sw0}
     finally:
         for _key, _label, proc, _err in started:
             stop(proc)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -78,18 +79,23 @@ def descendants(pid: int) -> list[int]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+class Cpu(NamedTuple):
+    precise: float        # sum of se.sum_exec_runtime of the live threads (0 without it)
+    ticks: float          # utime+stime of the process, dead threads included
+    tasks: frozenset      # the thread ids the precise sum covers
+
+
+def cpu(pid: int) -> Cpu:
     """CPU time of the process (all threads, its children not counted). utime+stime from
     /proc/PID/stat counts in 10 ms ticks, too coarse for a change that costs 0.1 ms, so the
-    per-thread se.sum_exec_runtime (ns) is summed where the kernel has it; the ticks win when
-    they show more, which is when threads exited in between."""
+    per-thread se.sum_exec_runtime (ns) is summed too, where the kernel has it."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
         ticks = (int(fields[11]) + int(fields[12])) / _TICK
     except (OSError, IndexError):
-        return 0.0
-    precise = 0.0
+        return Cpu(0.0, 0.0, frozenset())
+    precise, tasks = 0.0, set()
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
             try:
@@ -97,12 +103,27 @@ def cpu_seconds(pid: int) -> float:
                     for line in fh:
                         if line.startswith("se.sum_exec_runtime"):
                             precise += float(line.split(":")[1]) / 1000  # ms -> s
+                            tasks.add(task)
                             break
             except OSError:
                 continue
     except OSError:
         pass
-    return precise if precise and precise + 2 / _TICK >= ticks else ticks
+    return Cpu(precise, ticks, frozenset(tasks))
+
+
+def cpu_spent(before: Cpu, after: Cpu) -> float:
+    """Seconds of CPU between two readings: the precise sums while every thread of the first
+    reading is still there (a thread that exited took its time with it), else the ticks."""
+    if before.precise and after.precise and before.tasks <= after.tasks:
+        return after.precise - before.precise
+    return after.ticks - before.ticks
+
+
+def cpu_seconds(pid: int) -> float:
+    """A single figure to compare with itself later (settle_cpu)."""
+    reading = cpu(pid)
+    return reading.precise or reading.ticks
 
 
 def switches(pid: int) -> int:

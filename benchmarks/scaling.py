@@ -47,7 +47,7 @@ def bench_scaling(run):
         if spec.name.startswith("dirs-"):
             continue
         if digest is None:
-            rows.append(["", "in-process digest", "not measured (digest section not run)", "", "", "", "", ""])
+            rows.append(["", "in-process digest", "not measured (digest section not run, or failed)"] + [""] * 5)
             continue
         rows.append(["", "in-process digest (supervisor.digest)", ms(digest["p50"]), ms(digest["p99"]),
                      "", "", "+" + mib(digest["peak"]) if digest["peak"] is not None else "n/a", ""])

@@ -42,3 +42,43 @@ def test_benchmark_smoke_run(tmp_path):
     if os.environ.get("CI"):
         # CI installs every peer (.ci/run): none may be reported missing there.
         assert "missing (not installed)" not in text and "inotifywait missing" not in text
+
+
+def _targets():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import targets
+
+    return targets
+
+
+def test_targets_say_met_missed_by_how_much_or_not_measured():
+    """The Targets table is computed from the run's figures: issue 13's own numbers give its
+    verdicts, figures at the limits are met, and absent ones are "not measured"."""
+    targets = _targets()
+    mib = 1024
+    figures = {
+        "idle": {"bare": {"rss": 8.5 * mib}, "watch": {"rss": 18.0 * mib, "wakeups": 0},
+                 "health": {"rss": 26.4 * mib}},
+        "scaling": {"dirs-100": {"cfgsup": {"threads": 103, "peak": 1 * mib}},
+                    "file-100mib": {"cfgsup": {"peak": 190 * mib}}},
+        "latency": {"cfgsup": {"p50": 0.0009}, "raw": {"p50": 0.0003}},
+        "digest": {"file-100mib": {"best": 0.2835, "chunked_best": 0.0225, "peak": 190 * mib, "bytes": 100 << 20},
+                   "keys-1000": {"best": 0.00467, "ref_best": 0.00467, "peak": 0}},
+        "startup": {"cfgsup -- true": 0.13, 'python -c "import click"': 0.1},
+    }
+    rows = {row[0]: row for row in targets.rows(figures)}
+
+    def verdict(prefix):
+        return next(row[3] for name, row in rows.items() if name.startswith(prefix))
+    assert verdict("idle RSS with --watch") == "missed by 0.52x"
+    assert verdict("RSS that --health-addr adds") == "missed by 4.4 MiB"
+    assert verdict("threads of cfgsup with 100") == "missed by 100"
+    assert verdict("change latency median") == "missed by 1.00x"
+    assert verdict("digest of one 100 MiB file") == "missed by 10.60x"
+    assert verdict("peak RSS while hashing") == "missed by 174.0 MiB"
+    assert verdict("peak RSS of cfgsup") == "missed by 174.0 MiB"
+    assert verdict("1000-key 1 MiB ConfigMap digest") == "met"
+    assert verdict("cfgsup -- true vs") == "met"  # 1.30x is within 1.3x
+    assert verdict("idle wake-ups in inotify mode") == "met"
+    assert verdict("reaping as PID 1 vs tini") == "not measured"
+    assert verdict("zombies left") == "not measured"
