@@ -106,7 +106,8 @@ def reference_digest(rev: str, scratch: str) -> tuple[str | None, str]:
     out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", f"{rev}^{{commit}}"],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        return None, f"commit {rev} is not in this clone"
+        why = (out.stderr.strip().splitlines() or ["git failed"])[0][:160]
+        return None, f"commit {rev[:12]} not found: {why}"
     short = out.stdout.strip()
     text = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:supervisor/digest.py"],
                           capture_output=True, text=True)
