@@ -37,7 +37,12 @@ def bench_latency(run):
     notes = ["Latency is from the kubelet's atomic commit (the rename of `..data_tmp` over `..data`) "
              "to the moment the app's `sigtimedwait` returned; CPU per change is the watcher's own "
              "CPU time (all threads; the app not counted) over the measured swaps, divided by their "
-             "number."]
+             "number.",
+             "All four watchers subscribe to the same inotify events, so they read as many per swap; "
+             "none of the floors hashes anything. The raw floor is ctypes `inotify_init1` / "
+             "`inotify_add_watch` and a blocking `read()` in one thread of the venv's interpreter. "
+             "inotifywait's row is `inotifywait -m` piped into a `sh` read loop that signals with the "
+             "shell's built-in kill, as a shell user would run it; its CPU is both processes'."]
     notes += [f"{c.label}: {c.note}" for c in contenders if c.note]
     if extra:
         notes.append(f"{extra} signal(s) arrived that no swap asked for (a contender acting twice).")
