@@ -66,8 +66,11 @@ class KubeletVolume:
         # 3. the atomic commit
         tmp = os.path.join(self.path, "..data_tmp")
         os.symlink(new_dir, tmp)
+        # The moment the new payload becomes visible, taken just before the rename: taken after
+        # it, a writer preempted by the watcher it woke would record a time later than the
+        # watcher's reaction (negative latencies on a busy machine).
+        self.committed_at = time.monotonic()
         os.rename(tmp, data_link)
-        self.committed_at = time.monotonic()  # the moment the new payload became visible
         # 4. visible links: create missing, remove dropped
         new_top = {k.split("/")[0] for k in payload}
         for name in sorted(new_top):
