@@ -54,6 +54,13 @@ def fetch(port):
         return None
 
 
+def workers(master_pid) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(master_pid).children()}
+    except psutil.NoSuchProcess:
+        return set()
+
+
 def test_nginx_reloads_on_swap_and_rejects_a_broken_config(run_cfgsup, tmp_path):
     port = free_port()
     work = tmp_path / "work"
@@ -70,9 +77,14 @@ def test_nginx_reloads_on_swap_and_rejects_a_broken_config(run_cfgsup, tmp_path)
     assert len(master) == 1
     master_pid = master[0].pid
 
+    old_workers = workers(master_pid)
+    assert old_workers
     volume.write({"nginx.conf": CONF.format(tmp=work, port=port, body="v2")})
-    wait_until(lambda: fetch(port) == "v2", timeout=15, what="nginx serving v2")
     running.wait_line(r"sent SIGHUP for nginx.conf")
+    # After a HUP the old workers finish gracefully and may still answer with v1 for a moment.
+    # Once they are gone, every connection reaches a new worker.
+    wait_until(lambda: not (old_workers & workers(master_pid)), timeout=15, what="the old workers to exit")
+    assert [fetch(port) for _ in range(5)] == ["v2"] * 5
     assert psutil.Process(master_pid).is_running()  # same master: reloaded, not restarted
 
     volume.write({"nginx.conf": CONF.format(tmp=work, port=port, body="v3").replace("events", "evnts")})
