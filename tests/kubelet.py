@@ -7,6 +7,12 @@ way ConfigMap, Secret, projected and downwardAPI volumes are updated:
 3. `..data_tmp -> <new dir>` is created and renamed over `..data` (the atomic commit);
 4. top-level links `key -> ..data/key` are created for new keys and removed for dropped ones;
 5. the old payload dir is removed.
+
+With `fs_group` (the pod's `securityContext.fsGroup`) it also does what the kubelet's
+SetVolumeOwnership does before the commit: every file and directory of the volume (links are
+skipped) gets that group; files gain 0440, directories 0550 and setgid (the read-only mask
+ConfigMap and Secret volumes use). `root_mode` is the mode of the volume directory itself: the
+kubelet's is 0777 (it is an emptyDir underneath), 02777 with fsGroup.
 """
 from __future__ import annotations
 
@@ -17,10 +23,19 @@ import time
 
 
 class KubeletVolume:
-    def __init__(self, path: str, payload: dict[str, bytes] | None = None, mode: int = 0o644):
+    def __init__(self, path: str, payload: dict[str, bytes] | None = None, mode: int = 0o644,
+                 modes: dict[str, int] | None = None, fs_group: int | None = None,
+                 root_mode: int | None = None):
         self.path = str(path)
         self.mode = mode
+        self.modes = dict(modes or {})  # item modes by path; `mode` (defaultMode) for the rest
+        self.fs_group = fs_group
         os.makedirs(self.path, exist_ok=True)
+        if root_mode is not None:
+            os.chmod(self.path, root_mode)
+        if fs_group is not None:
+            os.chown(self.path, -1, fs_group)
+            os.chmod(self.path, os.stat(self.path).st_mode & 0o7777 | 0o2770)
         self.swaps = 0
         self.committed_at = 0.0
         if payload is not None:
@@ -62,7 +77,9 @@ class KubeletVolume:
             os.makedirs(os.path.dirname(full), exist_ok=True)
             with open(full, "wb") as fh:
                 fh.write(content)
-            os.chmod(full, self.mode)
+            os.chmod(full, self.modes.get(rel, self.mode))
+        if self.fs_group is not None:
+            self._set_ownership(os.path.join(self.path, new_dir))
         # 3. the atomic commit
         tmp = os.path.join(self.path, "..data_tmp")
         os.symlink(new_dir, tmp)
@@ -84,3 +101,14 @@ class KubeletVolume:
             shutil.rmtree(os.path.join(self.path, old_dir), ignore_errors=True)
         self.swaps += 1
         return True
+
+    def _set_ownership(self, top):
+        """SetVolumeOwnership's read-only variant on a new payload dir (links skipped)."""
+        for dirpath, dirs, files in os.walk(top):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                if not os.path.islink(full):
+                    os.chown(full, -1, self.fs_group)
+                    os.chmod(full, os.stat(full).st_mode & 0o7777 | 0o440)
+            os.chown(dirpath, -1, self.fs_group)
+            os.chmod(dirpath, os.stat(dirpath).st_mode & 0o7777 | 0o2550)
