@@ -20,7 +20,8 @@
   groups the securityContext declares (gid 0 without runAsGroup, as containerd and CRI-O give a
   uid that is not in the image's /etc/passwd; fsGroup and supplementalGroups as supplementary
   groups; no_new_privs for `allowPrivilegeEscalation: false`), in the env the kubelet gives
-  (PATH, HOSTNAME, HOME, env and envFrom). `cfgsup` on PATH runs this checkout; an app that
+  (PATH, HOSTNAME, HOME, env and envFrom), with its stdio pipes handed to that uid as runc
+  hands them (so /dev/stdout can be opened). `cfgsup` on PATH runs this checkout; an app that
   is not on this machine (`/app/web`) is the stand-in of that name from tests/standins/.
 """
 from __future__ import annotations
@@ -141,18 +142,19 @@ class Container:
         self.running: Running | None = None
         self.runs: list[Running] = []
 
-    def identity(self) -> list[str]:
+    def identity(self) -> tuple[int, int, list[str]]:
+        """(uid, gid, setpriv's options) from the pod's and the container's securityContext."""
         pod_sc = self.pod.spec.get("securityContext") or {}
         sc = {**pod_sc, **(self.spec.get("securityContext") or {})}
-        uid = sc.get("runAsUser")
+        uid, gid = sc.get("runAsUser"), sc.get("runAsGroup", 0)
         assert uid is not None, f"{self.name}: declare runAsUser (the image's user is not known here)"
         assert not (sc.get("runAsNonRoot") and uid == 0), "runAsNonRoot with uid 0: the kubelet refuses"
         groups = [g for g in [pod_sc.get("fsGroup"), *pod_sc.get("supplementalGroups", [])] if g is not None]
-        ident = [f"--reuid={uid}", f"--regid={sc.get('runAsGroup', 0)}"]
-        ident.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
+        options = [f"--reuid={uid}", f"--regid={gid}"]
+        options.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
         if sc.get("allowPrivilegeEscalation") is False:
-            ident.append("--no-new-privs")
-        return ident
+            options.append("--no-new-privs")
+        return uid, gid, options
 
     def env(self) -> dict[str, str]:
         env = {"PATH": PATH, "HOSTNAME": self.pod.name, "HOME": "/"}
@@ -186,9 +188,10 @@ class Container:
         return mounts
 
     def start(self) -> Running:
+        uid, gid, options = self.identity()
         spec = {"root": self.pod.scratch(f"{self.name}-root-{len(self.runs)}", 0o755),
-                "steps": root_steps(self.mounts()), "env": self.env(),
-                "argv": [shutil.which("setpriv", path=PATH), *self.identity(), "--", *self.argv]}
+                "steps": root_steps(self.mounts()), "env": self.env(), "stdio_owner": [uid, gid],
+                "argv": [shutil.which("setpriv", path=PATH), *options, "--", *self.argv]}
         spec_path = os.path.join(self.pod.work, f"{self.name}-{len(self.runs)}.json")
         with open(spec_path, "w") as fh:
             json.dump(spec, fh)

@@ -5,7 +5,8 @@ that `unshare`/`nsenter` made:
                           namespace, reaps what is re-parented to it, waits to be killed
     pod.py run SPEC.json  one container: builds its root on a tmpfs from the SPEC's steps
                           (bind mounts of the host's system dirs and of the pod's volumes),
-                          makes the root read-only, chroots into it and execs the SPEC's argv
+                          makes the root read-only, hands stdio to the container's user,
+                          chroots into the root and execs the SPEC's argv
                           (setpriv ... -- the container's command line) with the SPEC's env
 
 Runtime failures are one line on stderr and exit 125, as a container runtime's are.
@@ -17,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 
@@ -70,6 +72,13 @@ def run(spec_path):
         spec = json.load(fh)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here leaks to the host
     build_root(spec["root"], spec["steps"])
+    uid, gid = spec["stdio_owner"]
+    for fd in (0, 1, 2):  # as runc does, so the container's user can reopen /dev/stdout
+        try:
+            if not stat.S_ISCHR(os.fstat(fd).st_mode):
+                os.fchown(fd, uid, gid)
+        except OSError:
+            pass
     os.chroot(spec["root"])
     os.chdir(spec.get("cwd", "/"))
     os.execve(spec["argv"][0], spec["argv"], spec["env"])
