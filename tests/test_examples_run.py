@@ -150,7 +150,7 @@ def check_tls(pod):
 
     second = make_cert(pod.work, "second")  # cert-manager renews it
     assert pod.apply("Secret", "web-tls", second)
-    log.wait_line(r"INFO sent SIGHUP for tls\.crt,tls\.key")  # the validator could read it
+    log.wait_line(r"INFO sent SIGHUP for tls\.crt, tls\.key")  # the validator could read it
     assert standin(log, "reloaded")["cert"] == sha256(der(second))
     assert steady(lambda: pod.tls_certificate(8443), der(second))
     assert psutil.Process(app).is_running()  # reloaded in place, not restarted
