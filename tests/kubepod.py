@@ -9,13 +9,10 @@
   example's ports are its own; the test reaches them with sockets made in that namespace.
 - **Each container** gets a private mount namespace (`unshare --mount`) and a pid namespace of
   its own (or the pause's with `shareProcessNamespace`), so its command is PID 1 as in a
-  container. Its root is a tmpfs, read-only at the end, with read-only bind mounts of the host's
-  system dirs (/usr, /etc, /var, ... : Debian's nginx and openssl), of the Python that runs
-  cfgsup and of this checkout; the volumes are bind-mounted at their mountPath (read-only where
-  declared), and nothing else is writable: /tmp, /run, /var/lib/nginx are read-only unless a
+  container. Its root (rootfs.py) is a read-only tmpfs made of the host's system dirs (Debian's
+  nginx and openssl), the Python that runs cfgsup, this checkout and the volumes at their
+  mountPath: nothing else is writable, so /tmp, /run, /var/lib/nginx are read-only unless a
   volume is mounted there (a root that is not declared read-only gets a writable /tmp).
-  Missing mount points under a host dir (/etc/tls) are made by grafting that dir: a tmpfs dir
-  with each of the host dir's entries bind-mounted into it, so the host is never written.
 - **The command line is the manifest's, verbatim**, run through `setpriv` with the uid, gid and
   groups the securityContext declares (gid 0 without runAsGroup, as containerd and CRI-O give a
   uid that is not in the image's /etc/passwd; fsGroup and supplementalGroups as supplementary
@@ -43,13 +40,12 @@ import psutil
 
 from conftest import Running, wait_until
 from kubelet import KubeletVolume
+from rootfs import root_steps, runtime_dirs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 POD_PY = os.path.join(HERE, "pod.py")
 STANDINS = os.path.join(HERE, "standins")
-SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "var", "opt")
-EMPTY_DIRS = {"tmp": 0o1777, "run": 0o755, "root": 0o700, "home": 0o755, "mnt": 0o755}
 PATH = "/standins/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TOOLS = ("unshare", "nsenter", "setpriv", "nginx", "openssl")
 CLONE_NEWNET = 0x40000000
@@ -77,61 +73,10 @@ def projection(source, data) -> tuple[dict[str, bytes], dict[str, int], int]:
     items = source.get("items")
     if not items:
         return dict(data), {}, default
+    absent = [item["key"] for item in items if item["key"] not in data]
+    assert not absent, f"items name keys the object does not have: {absent} (the kubelet would not start the pod)"
     payload = {item["path"]: data[item["key"]] for item in items}
     return payload, {item["path"]: item["mode"] for item in items if "mode" in item}, default
-
-
-def root_steps(mounts: list[tuple[str, str, bool]]) -> list[dict]:
-    """The steps pod.py takes to build a container root; `mounts` are (path, source, read_only)."""
-    bound = {f"/{name}" for name in SYSTEM_DIRS if os.path.isdir(f"/{name}") and not os.path.islink(f"/{name}")}
-    graft = set()  # host dirs that must become tmpfs dirs, to make a mount point in them
-    for path, _src, _ro in mounts:
-        parts = path.strip("/").split("/")
-        if f"/{parts[0]}" not in bound or os.path.lexists(path):
-            continue
-        for depth in range(1, len(parts)):
-            prefix = "/" + "/".join(parts[:depth])
-            if not os.path.isdir(prefix):
-                break
-            graft.add(prefix)
-    steps = []
-
-    def copy_dir(path):
-        steps.append({"op": "dir", "path": path, "mode": os.stat(path).st_mode & 0o7777})
-        for name in sorted(os.listdir(path)):
-            full = os.path.join(path, name)
-            if full in graft:
-                copy_dir(full)
-            elif os.path.islink(full):
-                steps.append({"op": "symlink", "path": full, "target": os.readlink(full)})
-            elif os.path.isdir(full) or os.path.isfile(full):
-                steps.append({"op": "bind", "path": full, "src": full, "ro": True})
-
-    for name in SYSTEM_DIRS:
-        path = f"/{name}"
-        if os.path.islink(path):
-            steps.append({"op": "symlink", "path": path, "target": os.readlink(path)})
-        elif path in graft:
-            copy_dir(path)
-        elif path in bound:
-            steps.append({"op": "bind", "path": path, "src": path, "ro": True})
-    for name, mode in EMPTY_DIRS.items():  # an image's empty dirs; searchable when they hold a mount
-        holds = any(path.startswith(f"/{name}/") for path, _src, _ro in mounts)
-        steps.append({"op": "dir", "path": f"/{name}", "mode": mode | 0o555 if holds else mode})
-    steps += [{"op": "proc", "path": "/proc"},
-              {"op": "bind", "path": "/dev", "src": "/dev", "ro": False, "rec": True},
-              {"op": "bind", "path": "/sys", "src": "/sys", "ro": True}]
-    for path, src, read_only in sorted(mounts, key=lambda m: m[0].count("/")):  # parents first
-        steps.append({"op": "bind", "path": path, "src": src, "ro": read_only})
-    return steps
-
-
-def runtime_dirs() -> list[str]:
-    """This checkout and the Python that runs cfgsup, where the system dirs do not show them."""
-    dirs = {os.path.abspath(p) for p in (ROOT, sys.prefix, sys.base_prefix, *sys.path) if p and os.path.isdir(p)}
-    system = tuple(f"/{name}/" for name in SYSTEM_DIRS)
-    keep = [d for d in dirs if not (d + "/").startswith(system)]
-    return sorted(d for d in keep if not any(d.startswith(o + "/") for o in keep))
 
 
 class Container:
@@ -166,6 +111,10 @@ class Container:
         for var in self.spec.get("env", []):
             if "value" in var:
                 env[var["name"]] = var["value"]
+            elif "fieldRef" in var["valueFrom"]:
+                field = var["valueFrom"]["fieldRef"]["fieldPath"]
+                assert field in ("metadata.name", "metadata.namespace"), f"fieldRef {field} is not re-enacted"
+                env[var["name"]] = self.pod.name if field == "metadata.name" else "default"
             else:
                 ref = var["valueFrom"].get("configMapKeyRef") or var["valueFrom"]["secretKeyRef"]
                 kind = "ConfigMap" if "configMapKeyRef" in var["valueFrom"] else "Secret"
@@ -258,8 +207,12 @@ class Pod:
                     os.chown(path, -1, fs_group)
                     os.chmod(path, 0o2777)
             else:
+                assert "configMap" in vol or "secret" in vol, f"volume {vol['name']}: only configMap, secret and emptyDir are re-enacted"
                 kind, source = ("ConfigMap", vol["configMap"]) if "configMap" in vol else ("Secret", vol["secret"])
                 name = source.get("name") or source["secretName"]
+                if (kind, name) not in self.data:  # optional: an empty volume; else no pod at all
+                    assert source.get("optional"), f"{kind} {name} is not in the manifest (the pod would not start)"
+                    self.data[(kind, name)] = {}
                 payload, modes, default = projection(source, self.data[(kind, name)])
                 self.volumes[vol["name"]] = (kind, name, KubeletVolume(
                     path, payload, mode=default, modes=modes, fs_group=fs_group, root_mode=0o777))

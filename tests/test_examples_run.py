@@ -105,6 +105,7 @@ def check_nginx(pod):
     assert nginx.stop() == 0
     log.wait_line(r"signal 3 \(SIGQUIT\) received")
     assert not log.count(r"signal 15 \(SIGTERM\) received")
+    assert not log.count(r"^\S+ \S+ \[(emerg|alert|crit)\]")  # nginx's own complaints
 
 
 # --- tls-secret-reload.yaml ----------------------------------------------------------------
@@ -251,6 +252,7 @@ EXPECTED = {
 
 @pytest.fixture
 def pods():
+    assert not LACKS, f"CI must provide {', '.join(LACKS)} (.ci/run installs the tools)"
     started = []
     yield started
     for pod in started:

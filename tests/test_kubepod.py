@@ -67,6 +67,7 @@ def objects():
 
 @pytest.fixture
 def pod(tmp_path):
+    assert not LACKS, f"CI must provide {', '.join(LACKS)} (.ci/run installs the tools)"
     made = kubepod.Pod(manifest(), objects(), str(tmp_path / "pod"))
     yield made
     made.kill()
