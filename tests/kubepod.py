@@ -132,7 +132,7 @@ class Container:
         app = self.argv[self.argv.index("--") + 1] if "--" in self.argv else self.argv[0]
         if os.path.isabs(app) and not os.path.exists(app):
             mounts.append((app, self.pod.standin(app), True))
-        elif not os.path.isabs(app) and not shutil.which(app, path=PATH):
+        elif not os.path.isabs(app) and not shutil.which(app, path=PATH.replace("/standins/bin", self.pod.bin_dir)):
             self.pod.standin(app)  # into the bin dir on PATH
         return mounts
 

@@ -59,6 +59,8 @@ def build_root(root, steps):
             os.symlink(step["target"], target)
         elif kind == "bind":
             bind(step["src"], target, step["ro"], step.get("rec", False))
+        elif kind == "tmpfs":
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={step['mode']:o}")
         elif kind == "proc":
             os.makedirs(target, exist_ok=True)
             mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

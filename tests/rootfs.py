@@ -3,7 +3,7 @@ steps that make a tmpfs look like an image's root, read-only, out of the host's 
 
 - the host's system dirs (/usr, /etc, /var, ...) are bind-mounted read-only, links (/bin ->
   usr/bin) copied as links; /tmp, /run, /root, /home and /mnt are an image's empty dirs;
-  /proc is the container's own, /dev the host's, /sys read-only;
+  /proc is the container's own, /dev the host's with a /dev/shm of its own, /sys read-only;
 - the mounts (volumes, this checkout and the Python that runs cfgsup, stand-ins) go on top,
   parents first, read-only where asked;
 - a mount point that does not exist under a bound host dir (/etc/tls) cannot be made there
@@ -61,6 +61,7 @@ def root_steps(mounts: list[tuple[str, str, bool]]) -> list[dict]:
         steps.append({"op": "dir", "path": f"/{name}", "mode": mode | 0o555 if holds else mode})
     steps += [{"op": "proc", "path": "/proc"},
               {"op": "bind", "path": "/dev", "src": "/dev", "ro": False, "rec": True},
+              {"op": "tmpfs", "path": "/dev/shm", "mode": 0o1777},  # the pod's own, as in a pod
               {"op": "bind", "path": "/sys", "src": "/sys", "ro": True}]
     for path, src, read_only in sorted(mounts, key=lambda m: m[0].count("/")):  # parents first
         steps.append({"op": "bind", "path": path, "src": src, "ro": read_only})

@@ -5,7 +5,9 @@ example runs (test_examples_run.py) are only as honest as this."""
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import os
+import re
 
 import pytest
 
@@ -23,10 +25,11 @@ echo "links=$(grep -c : /proc/net/dev)"
 echo "secret=$(stat -c '%a %u:%g' /etc/creds/..data/token) dir=$(stat -c '%a %u:%g' /etc/creds)"
 echo "item=$(stat -Lc '%a %u:%g' /etc/app/conf/nested/a.conf) $(cat /etc/app/conf/nested/a.conf)"
 echo "plain=$(stat -Lc '%a %u:%g' /etc/plain/a.conf)"
-for path in /run/x /tmp/x /var/lib/x /etc/x /etc/creds/x /usr/x /x; do
+for path in /run/x /tmp/x /var/lib/x /etc/x /etc/creds/x /usr/x /x /dev/x; do
   if touch "$path" 2>/dev/null; then echo "writable=$path"; fi
 done
 touch /scratch/x && echo "scratch=$(stat -c '%u:%g' /scratch/x)"
+touch /dev/shm/x && echo "shm=$(ls /dev/shm)"
 echo "env=$HOSTNAME $HOME $FROM_MAP $LITERAL"
 """
 
@@ -98,6 +101,7 @@ def test_a_container_gets_what_the_kubelet_gives_and_no_more(pod):
     # Read-only root: nothing but the emptyDir can be written, not even /tmp or /run.
     assert "writable" not in seen, seen.get("writable")
     assert seen["scratch"] == ["101:2000"]  # setgid emptyDir: new files get the fsGroup
+    assert seen["shm"] == ["x"]  # a /dev/shm of its own: empty but for what it wrote
     assert seen["env"] == ["probe-pod / v1 lit"]
     assert not os.path.exists("/etc/app") and not os.path.exists("/etc/creds")  # host untouched
 
@@ -108,3 +112,18 @@ def test_a_change_is_projected_by_the_kubelet_writer(pod):
     assert pod.apply("ConfigMap", "conf", {"a.conf": "v2"})
     assert os.readlink(os.path.join(pod.volume_dirs["plain"], "..data")) != before
     assert facts(pod)["item"] == ["640 0:2000 v2"]
+
+
+def test_cfgsup_alone_is_this_checkout(tmp_path):
+    """A container whose command is cfgsup itself (sidecar mode has no app after `--`)."""
+    assert not LACKS, f"CI must provide {', '.join(LACKS)} (.ci/run installs the tools)"
+    spec = manifest()
+    spec["spec"]["template"]["spec"]["containers"][0]["command"] = ["cfgsup", "--version"]
+    pod = kubepod.Pod(spec, objects(), str(tmp_path / "pod"))
+    try:
+        pod.start()
+        container = pod.container()
+        assert container.exit_code(timeout=20) == 0, container.running.text()
+        assert container.running.wait_line(re.escape(importlib.metadata.version("cfgsup")))
+    finally:
+        pod.kill()
