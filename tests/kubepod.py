@@ -192,8 +192,9 @@ class Pod:
                      if o["kind"] in ("ConfigMap", "Secret")}
         self.bin_dir = self.scratch("standins-bin", 0o755)
         with open(os.path.join(self.bin_dir, "cfgsup"), "w") as fh:
-            fh.write(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {ROOT!r})\n"
-                     "from supervisor.cli import main\nsys.exit(main())\n")
+            # What `python -m supervisor` does, from this checkout.
+            fh.write(f"#!{sys.executable}\nimport runpy, sys\nsys.path.insert(0, {ROOT!r})\n"
+                     "runpy.run_module('supervisor', run_name='__main__', alter_sys=True)\n")
         os.chmod(os.path.join(self.bin_dir, "cfgsup"), 0o755)
         fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
         self.volumes: dict[str, tuple[str, str, KubeletVolume]] = {}
