@@ -1,28 +1,38 @@
 """The content digest of a watched path: a pure function of what the app would read there.
 
-Sorted relative paths, each framed with its length and followed by the length-framed bytes, fed
-to xxh3-128 (plus one xxh3-64 per top-level name, to tell which names changed). A kubelet volume (ConfigMap, Secret, projected, downwardAPI) is read through one
-resolution of `..data`, so one digest never mixes two payloads; `..`-prefixed entries are the
-kubelet's internals and never count. A plain directory with the same visible files gives the same
-digest as the kubelet directory. Unreadable files count as a marker (never their content), so
-becoming readable is a change.
+Every file's bytes are hashed once, in fixed-size chunks, into its own xxh3-128. Each path then
+gives one small record: its length-framed relative path, a kind byte, and for a regular file that
+content digest. The total is the xxh3-128 of all records in sorted path order; each top-level name
+gets the xxh3-64 of its own records (to tell which names changed) without a second pass over any
+content. Memory while hashing stays at one chunk whatever the file sizes.
+
+A kubelet volume (ConfigMap, Secret, projected, downwardAPI) is read through one resolution of
+`..data`, so one digest never mixes two payloads; `..`-prefixed entries are the kubelet's
+internals and never count. A plain directory with the same visible files gives the same digest as
+the kubelet directory. An unreadable file counts as a marker (never its content), so becoming
+readable is a change; a FIFO, socket or device counts by name and kind and is never read.
 """
 from __future__ import annotations
 
-import errno
 import os
+import stat
 import struct
 from fnmatch import fnmatchcase
 from typing import NamedTuple
 
 import xxhash
 
+from .tree import DANGLING, FILE, TRANSIENT, UNREADABLE, kind_of_mode, resolve, walk
+
+__all__ = ["MISSING", "TRANSIENT", "Snapshot", "snapshot", "short"]
+
 MISSING = "missing"
 _RETRIES = 8
-# Errors that say nothing about the content, only about this moment (out of fds or memory):
-# they are raised to the caller, which keeps the last digest and tries again later. Any other
-# error reading a file marks it unreadable, which is part of the content.
-TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
+# One read of this size is all a small file costs (open, read, close); a larger file goes on in
+# chunks of the same size into one reused buffer.
+CHUNK = 1 << 16
+_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY  # never block, never a tty
+_MARK = {kind: kind.encode() for kind in (FILE, UNREADABLE, DANGLING, "p", "s", "c", "b")}
 
 
 class Snapshot(NamedTuple):
@@ -30,6 +40,9 @@ class Snapshot(NamedTuple):
     entries: dict[str, str]       # top-level name -> digest of that file or subtree
     unreadable: tuple[str, ...]   # relative paths that could not be read
     kubelet: bool                 # read through a `..data` link
+    # The real directories this snapshot read: what an inotify watcher must watch so that it sees
+    # every change to it (links followed). A kubelet volume: its root, where `..data` swaps.
+    dirs: tuple[str, ...] = ()
 
 
 _U64 = struct.Struct("<Q")  # length frames
@@ -46,169 +59,183 @@ def _selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> b
     return not (exclude and hit(exclude))
 
 
-def _walk(base: str, rel: str, files: list, unreadable: list, seen: set) -> None:
-    """Collect (relative path, exists) for the files below base/rel, following links; a dangling
-    link is listed with exists=False (its presence still counts)."""
-    path = os.path.join(base, rel) if rel else base
-    try:
-        with os.scandir(path) as it:
-            entries = list(it)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as exc:
-        if exc.errno in TRANSIENT:
-            raise
-        unreadable.append(rel or ".")  # permission denied, I/O error: part of what the app sees
-        return
-    prefix = rel + "/" if rel else ""
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".."):
-            continue  # kubelet internals: ..data, ..data_tmp, ..2026_11_26_...
-        child = prefix + name
-        try:
-            if entry.is_file():  # the common case first; both follow links, as the app would
-                files.append((child, True))
-            elif entry.is_dir():
-                st = entry.stat()
-                key = (st.st_dev, st.st_ino)
-                if key not in seen:  # a link loop must not hang PID 1
-                    seen.add(key)
-                    _walk(base, child, files, unreadable, seen)
-            elif entry.is_symlink() and not os.path.exists(entry.path):
-                files.append((child, False))
-        except OSError as exc:
-            if exc.errno in TRANSIENT:
-                raise
-            unreadable.append(child)
-
-
-_CHUNK = 1 << 16
-
-
-def _read_rest(fd: int) -> bytes:
-    """What follows the first chunk of a large file (a short first read was the whole file)."""
-    chunks = []
+def _large(fd: int, first: bytes):
+    """(FILE, content digest) of a file whose first read filled a whole chunk, or (kind, None)
+    when it is not a regular file after all (replaced by a FIFO or device since it was listed)."""
+    kind = kind_of_mode(os.fstat(fd).st_mode)
+    if kind is not FILE:
+        return kind, None
+    content = xxhash.xxh3_128(first)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
     while True:
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool) -> Snapshot:
-    files: list[tuple[str, bool]] = []
-    unreadable: list[str] = []
-    if only is not None:
-        target = os.path.join(base, only)
-        if os.path.isdir(target):
-            _walk(base, only, files, unreadable, set())
-        elif os.path.lexists(target):
-            files.append((only, os.path.exists(target)))
+        n = os.readv(fd, (buf,))
+        if n == CHUNK:
+            content.update(buf)
+        elif n:
+            content.update(view[:n])
         else:
-            return Snapshot(MISSING, {}, (), kubelet)
-    else:
-        _walk(base, "", files, unreadable, set())
-    files.sort()
-    # The total digest is taken over every framed file in sorted order; each top-level name also
-    # gets the digest of its own framed files, to tell which names changed.
+            return FILE, content.digest()
+
+
+def _hash(base: str, items, include, exclude, kubelet: bool, unreadable: list):
+    """(total digest, entries) over (relative path, kind) items in sorted order, files read
+    relative to base."""
     total = xxhash.xxh3_128()
     entries: dict[str, str] = {}
-    nested: dict[str, xxhash.xxh3_64] = {}
+    top, part = None, None  # the top-level directory being hashed and its hasher
     filtered = bool(include or exclude)
-    pack = _U64.pack
-    os_open, os_read, os_close, flags = os.open, os.read, os.close, os.O_RDONLY | os.O_CLOEXEC
+    pack, join, mark = _U64.pack, b"".join, _MARK
+    os_open, os_read, os_close = os.open, os.read, os.close
+    digest_of, short_digest = xxhash.xxh3_128_digest, xxhash.xxh3_64_hexdigest
+    file, flags, chunk = FILE, _FLAGS, CHUNK  # locals: this loop runs once per file
     # O_PATH: only a handle for the relative opens below, needs no read permission of its own.
     dir_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for rel, exists in files:
+        for rel, kind in items:
             if filtered and not _selected(rel, include, exclude):
                 continue
-            encoded = rel.encode("utf-8", "surrogateescape")
-            try:
-                if exists:
-                    # _read, inlined: this loop runs once per file of a 1000-key ConfigMap
+            content = None
+            if kind is file:
+                try:
                     fd = os_open(rel, flags, dir_fd=dir_fd)
                     try:
-                        data = os_read(fd, _CHUNK)
-                        if len(data) == _CHUNK:
-                            data += _read_rest(fd)
+                        data = os_read(fd, chunk)
+                        if len(data) < chunk:  # the whole file: the common case, one read
+                            content = digest_of(data)
+                        else:
+                            kind, content = _large(fd, data)
+                    except BlockingIOError:  # a FIFO since it was listed, with a writer
+                        kind = kind_of_mode(os.fstat(fd).st_mode)
+                        if kind is FILE:
+                            kind = UNREADABLE  # a regular file that would block (procfs)
                     finally:
                         os_close(fd)
-                else:
-                    data = None
-            except FileNotFoundError:
-                if kubelet:
-                    raise  # the payload dir went away under us: read the new one
-                continue  # a plain file removed while we walked: it is simply gone
-            except OSError as exc:
-                if exc.errno in TRANSIENT:
-                    raise
-                data = None
-                unreadable.append(rel)
-            if data is None:
-                piece = b"".join((pack(len(encoded)), encoded, b"U"))
+                except FileNotFoundError:
+                    if kubelet:
+                        raise  # the payload dir went away under us: read the new one
+                    continue  # a plain file removed while we walked: it is simply gone
+                except OSError as exc:
+                    if exc.errno in TRANSIENT:
+                        raise
+                    kind = UNREADABLE
+            try:
+                encoded = rel.encode()
+            except UnicodeEncodeError:  # a name that is not UTF-8 on disk
+                encoded = rel.encode("utf-8", "surrogateescape")
+            if content is None:
+                if kind is UNREADABLE:
+                    unreadable.append(rel)
+                record = join((pack(len(encoded)), encoded, mark[kind]))
             else:
-                piece = b"".join((pack(len(encoded)), encoded, b"F", pack(len(data)), data))
-            total.update(piece)
-            if "/" not in rel:
-                entries[rel] = xxhash.xxh3_64_hexdigest(piece)
-            else:
-                name = rel.partition("/")[0]
-                part = nested.get(name)
-                if part is None:
-                    part = nested[name] = xxhash.xxh3_64()
-                part.update(piece)
+                record = join((pack(len(encoded)), encoded, b"F", content))
+            total.update(record)
+            slash = rel.find("/")
+            if slash < 0:
+                if part is not None:
+                    entries[top], top, part = part.hexdigest(), None, None
+                entries[rel] = short_digest(record)
+                continue
+            name = rel[:slash]
+            if name != top:  # sorted order: a subtree's records are contiguous
+                if part is not None:
+                    entries[top] = part.hexdigest()
+                top, part = name, xxhash.xxh3_64()
+            part.update(record)
+        if part is not None:
+            entries[top] = part.hexdigest()
     finally:
         os.close(dir_fd)
-    for name, part in nested.items():
-        entries[name] = part.hexdigest()
-    return Snapshot(total.hexdigest(), entries, tuple(sorted(set(unreadable))), kubelet)
+    return total.hexdigest(), entries
+
+
+def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool, dirs: list) -> Snapshot:
+    unreadable: list[str] = []
+    if only is not None:
+        target = os.path.join(base, only)
+        try:
+            kind = kind_of_mode(os.stat(target).st_mode)
+        except FileNotFoundError:
+            if not os.path.lexists(target):
+                return Snapshot(MISSING, {}, (), kubelet, tuple(dirs))
+            kind = DANGLING
+        except OSError as exc:
+            if exc.errno in TRANSIENT:
+                raise
+            kind = UNREADABLE
+        if kind == "/":
+            items = walk(base, only)  # `sub -> ..data/sub`: a nested item path of a volume
+        else:
+            items = ((only, kind),)
+            if not kubelet and kind is not DANGLING:
+                real = os.path.dirname(os.path.realpath(target))  # where a linked file lives
+                if real not in dirs:
+                    dirs.append(real)
+    else:
+        items = walk(base, "", None if kubelet else dirs)
+    digest, entries = _hash(base, items, include, exclude, kubelet, unreadable)
+    return Snapshot(digest, entries, tuple(sorted(set(unreadable))), kubelet, tuple(dirs))
 
 
 def snapshot(root: str, only: str | None = None, include=(), exclude=()) -> Snapshot:
     """Digest of directory `root` (or only of its entry `only`, for a watched single file).
     Raises OSError only for a TRANSIENT error."""
+    root, only, holder = resolve(root, only)
+    dirs = [holder] if holder else []
     try:
-        return _resolve_and_read(root, only, include, exclude)
+        return _resolve_and_read(root, only, include, exclude, dirs)
     except OSError as exc:
         if exc.errno in TRANSIENT:
             raise
         # The directory itself cannot be opened (permissions on the way to it, say): that is
         # what the app sees too, so it is a content of its own, and its end is a change.
-        return Snapshot(xxhash.xxh3_128_hexdigest(b"unreadable directory"), {}, (".",), False)
+        return Snapshot(xxhash.xxh3_128_hexdigest(b"unreadable directory"), {}, (".",), False,
+                        tuple(dirs))
 
 
-def _resolve_and_read(root: str, only: str | None, include, exclude) -> Snapshot:
+def _plain(root: str, only: str | None, include, exclude, dirs: list) -> Snapshot:
+    if only is not None:
+        dirs.append(os.path.realpath(root))  # where the watched name can be created or replaced
+    try:
+        return _snapshot(root, only, include, exclude, False, dirs)
+    except (FileNotFoundError, NotADirectoryError):
+        return Snapshot(MISSING, {}, (), False, tuple(dirs))  # no such directory (any more)
+
+
+def _resolve_and_read(root: str, only: str | None, include, exclude, dirs: list) -> Snapshot:
+    dangling = 0
     for _ in range(_RETRIES):
         try:
             target = os.readlink(os.path.join(root, "..data"))
         except OSError:
-            target = None
-        if target is None:
-            try:
-                return _snapshot(root, only, include, exclude, kubelet=False)
-            except (FileNotFoundError, NotADirectoryError):
-                return Snapshot(MISSING, {}, (), False)  # no such directory (any more)
+            return _plain(root, only, include, exclude, dirs)
         base = os.path.join(root, target)
         try:
             # `only` names a visible link `key -> ..data/key`: read it inside the resolved payload.
-            snap = _snapshot(base, only, include, exclude, kubelet=True)
-        except FileNotFoundError:
-            continue  # swapped mid-read: resolve ..data again
+            snap = _snapshot(base, only, include, exclude, True, dirs + [os.path.realpath(root)])
+        except (FileNotFoundError, NotADirectoryError):
+            # Swapped mid-read: resolve ..data again. Or ..data names no directory at all.
+            dangling += not os.path.isdir(base) and _readlink(root) == target
+            continue
         # The kubelet removes a payload dir only after swapping ..data away from it. So if ..data
         # still names the dir we read, nothing was removed under us and the read is one
         # consistent payload; otherwise whatever went missing meanwhile may be in the snapshot
         # (a subtree skipped, a name "unreadable"): read the new payload instead.
-        try:
-            if os.readlink(os.path.join(root, "..data")) == target:
-                return snap
-        except OSError:
-            pass
-    try:  # swapped under us every time: read through the visible links instead
-        return _snapshot(root, only, include, exclude, kubelet=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return Snapshot(MISSING, {}, (), False)
+        if _readlink(root) == target:
+            return snap
+    if dangling == _RETRIES:
+        # ..data names a directory that is not there, every time: the volume's content is gone,
+        # as if the watched directory were deleted (not "a directory of dangling links").
+        return Snapshot(MISSING, {}, (), True, tuple(dirs + [os.path.realpath(root)]))
+    # Swapped under us every time: read through the visible links instead.
+    return _plain(root, only, include, exclude, dirs)
+
+
+def _readlink(root: str) -> str | None:
+    try:
+        return os.readlink(os.path.join(root, "..data"))
+    except OSError:
+        return None
 
 
 def short(digest: str | None) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from kubelet import KubeletVolume
@@ -219,3 +220,253 @@ def test_every_snapshot_is_one_whole_payload_while_the_kubelet_swaps():
             seen.append(snap.digest)
         writer.join(timeout=30)
         assert seen and set(seen) <= expected, set(seen) - expected
+
+
+# ---- streaming: chunks, memory -------------------------------------------------------------
+def test_a_file_hashed_in_chunks_equals_the_same_content_read_at_once(tmp_path, monkeypatch):
+    from supervisor import digest
+
+    chunk = digest.CHUNK
+    sizes = [0, 1, 7, chunk - 1, chunk, chunk + 1, 2 * chunk, 3 * chunk + 5]
+    payload = {f"f{size}": os.urandom(size) for size in sizes}
+    payload["sub/big"] = os.urandom(3 * chunk + 1)
+    write_plain(tmp_path / "plain", payload)
+    volume = KubeletVolume(tmp_path / "kube", payload)
+    normal = [snapshot(str(tmp_path / "plain")), snapshot(volume.path)]
+    monkeypatch.setattr(digest, "CHUNK", 7)  # every file but the smallest goes through the chunks
+    tiny = [snapshot(str(tmp_path / "plain")), snapshot(volume.path)]
+    monkeypatch.setattr(digest, "CHUNK", 1 << 22)  # every file in one read
+    whole = [snapshot(str(tmp_path / "plain")), snapshot(volume.path)]
+    for a, b, c in zip(normal, tiny, whole):
+        assert a.digest == b.digest == c.digest
+        assert a.entries == b.entries == c.entries
+    # ... and the chunked path still sees every byte, the last ones included.
+    monkeypatch.setattr(digest, "CHUNK", 7)
+    for rel in ("f65537", "sub/big"):
+        content = bytearray(payload[rel])
+        content[-1] ^= 1
+        write_plain(tmp_path / "plain", {rel: bytes(content)})
+        changed = snapshot(str(tmp_path / "plain"))
+        assert changed.digest != tiny[0].digest
+        assert [n for n in changed.entries if changed.entries[n] != tiny[0].entries[n]] == [rel.split("/")[0]]
+        write_plain(tmp_path / "plain", {rel: payload[rel]})
+
+
+PEAK_RSS = """
+import sys
+from supervisor.digest import snapshot
+
+def status(field):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) << 10 for line in fh if line.startswith(field + ":"))
+
+snapshot(sys.argv[2])  # warm: every code path, a small file
+# The high-water mark of this process's memory from here on: ru_maxrss would not do, as Linux
+# carries it over from the parent (pytest) across fork and exec. Writing 5 resets VmHWM to VmRSS.
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+idle = status("VmRSS")
+s = snapshot(sys.argv[1])
+print(s.digest, status("VmHWM") - idle)
+"""
+
+
+def test_hashing_a_huge_file_keeps_memory_bounded(tmp_path):
+    """Peak RSS while hashing a 200 MB file stays within 16 MiB of the process at rest."""
+    (tmp_path / "big").mkdir()
+    (tmp_path / "small").mkdir()
+    with open(tmp_path / "big" / "huge.bin", "wb") as fh:
+        fh.truncate(200 << 20)  # sparse: 200 MB of zeros, no disk needed
+        fh.seek(100 << 20)
+        fh.write(b"middle")  # not all zeros
+    (tmp_path / "small" / "a").write_bytes(b"1")
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, str(tmp_path / "big"), str(tmp_path / "small")],
+                         capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    digest, grew = out.stdout.split()
+    assert digest != MISSING
+    assert int(grew) < 16 << 20, f"peak RSS grew by {int(grew) >> 20} MiB while hashing 200 MB"
+
+
+# ---- what the snapshot read: Snapshot.dirs -------------------------------------------------
+def test_dirs_name_the_real_directories_read_through_links(tmp_path):
+    write_plain(tmp_path / "elsewhere", {"linked.conf": b"1", "deeper/x": b"2"})
+    write_plain(tmp_path / "conf", {"a.conf": b"1", "sub/b.conf": b"2"})
+    os.symlink("../elsewhere", tmp_path / "conf" / "linked")
+    snap = snapshot(str(tmp_path / "conf"))
+    real = os.path.realpath(tmp_path)
+    assert sorted(snap.dirs) == sorted(f"{real}/{d}" for d in
+                                       ("conf", "conf/sub", "elsewhere", "elsewhere/deeper"))
+    assert "linked" in snap.entries
+
+
+def test_a_watched_link_to_a_directory_is_read_and_watched_as_that_directory(tmp_path):
+    write_plain(tmp_path / "s" / "real", {"a.conf": b"1"})
+    os.symlink("real", tmp_path / "s" / "link")
+    via_link = snapshot(str(tmp_path / "s"), "link")  # how the loop passes `--watch s/link`
+    real = os.path.realpath(tmp_path / "s")
+    assert via_link.digest == snapshot(str(tmp_path / "s" / "real")).digest
+    assert list(via_link.entries) == ["a.conf"]  # names relative to the watched directory
+    # the target, where edits happen, and the directory holding the link, where it can be re-pointed
+    assert sorted(via_link.dirs) == [real, real + "/real"]
+
+
+def test_a_watched_link_to_a_kubelet_volume_reads_the_volume_and_watches_its_root(tmp_path):
+    volume = KubeletVolume(tmp_path / "etc" / "config", {"app.conf": b"v1", "nested/deep": b"d"})
+    (tmp_path / "app").mkdir()
+    os.symlink(volume.path, tmp_path / "app" / "config")
+    snap = snapshot(str(tmp_path / "app"), "config")
+    assert snap.kubelet and snap.digest == snapshot(volume.path).digest
+    assert os.path.realpath(volume.path) in snap.dirs  # where the ..data swap happens
+    volume.write({"app.conf": b"v2", "nested/deep": b"d"})
+    assert snapshot(str(tmp_path / "app"), "config").digest == snapshot(volume.path).digest != snap.digest
+
+
+def test_a_kubelet_volume_is_watched_at_its_root_only(tmp_path):
+    volume = KubeletVolume(tmp_path / "v", {"app.conf": b"v1", "nested/deep": b"d"})
+    assert snapshot(volume.path).dirs == (os.path.realpath(volume.path),)
+    assert snapshot(volume.path, "app.conf").dirs == (os.path.realpath(volume.path),)
+
+
+def test_a_link_loop_is_cut_and_no_directory_repeats(tmp_path):
+    write_plain(tmp_path / "d", {"a": b"1", "sub/b": b"2"})
+    os.symlink(".", tmp_path / "d" / "x")
+    os.symlink(".", tmp_path / "d" / "y")
+    os.symlink("..", tmp_path / "d" / "sub" / "up")
+    snap = snapshot(str(tmp_path / "d"))
+    real = os.path.realpath(tmp_path / "d")
+    assert sorted(snap.dirs) == [real, real + "/sub"]
+    assert sorted(snap.entries) == ["a", "sub"]
+
+
+def test_two_links_to_one_directory_count_the_same_way_whatever_the_listing_order(tmp_path, monkeypatch):
+    """Each real directory counts once, under its first name in sorted order: so the digest does
+    not depend on the order in which the file system lists names."""
+    write_plain(tmp_path, {"target/f": b"1"})
+    for name in ("a", "b", "c"):
+        os.symlink("target", tmp_path / name)
+    listed = snapshot(str(tmp_path))
+    scandir = os.scandir
+
+    class Reversed:  # the same entries, listed the other way round
+        def __init__(self, path):
+            with scandir(path) as it:
+                self.entries = sorted(it, key=lambda e: e.name, reverse=True)
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(os, "scandir", Reversed)
+    assert snapshot(str(tmp_path)) == listed
+
+
+def remove_chain(top):
+    """Remove top/d/d/d/...: shutil.rmtree (and pytest's clean-up of old tmp dirs) recurses."""
+    while os.path.isdir(os.path.join(top, "d", "d")):
+        os.rename(os.path.join(top, "d", "d"), os.path.join(top, "up"))
+        shutil.rmtree(os.path.join(top, "d"))
+        os.rename(os.path.join(top, "up"), os.path.join(top, "d"))
+    shutil.rmtree(os.path.join(top, "d"), ignore_errors=True)
+
+
+def test_a_tree_deeper_than_the_recursion_limit(tmp_path):
+    depth = sys.getrecursionlimit() + 200
+    deep = os.path.join(str(tmp_path), *["d"] * depth)
+    try:
+        fd = os.open(tmp_path, os.O_RDONLY)
+        for _ in range(depth):  # not os.makedirs: it recurses
+            os.mkdir("d", dir_fd=fd)
+            fd, parent = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+            os.close(parent)
+        os.close(fd)
+        with open(os.path.join(deep, "f"), "wb") as fh:
+            fh.write(b"1")
+        before = snapshot(str(tmp_path))
+        assert before.unreadable == () and len(before.dirs) == depth + 1
+        with open(os.path.join(deep, "f"), "wb") as fh:
+            fh.write(b"2")
+        assert snapshot(str(tmp_path)).digest != before.digest
+    finally:
+        remove_chain(str(tmp_path))
+
+
+# ---- special files -------------------------------------------------------------------------
+SPECIALS = """
+import os, socket, sys
+from supervisor.digest import snapshot
+root = sys.argv[1]
+plain = snapshot(root).digest
+os.mkfifo(os.path.join(root, "fifo"))
+with_fifo = snapshot(root)
+sock = socket.socket(socket.AF_UNIX)
+sock.bind(os.path.join(root, "sock"))
+with_sock = snapshot(root)
+os.symlink("/dev/zero", os.path.join(root, "zero"))  # a device, reached the way the app would
+with_zero = snapshot(root)
+alone = snapshot(root, "fifo"), snapshot(root, "zero")  # a watched special file (--allow-missing)
+print(len({plain, with_fifo.digest, with_sock.digest, with_zero.digest}),
+      ",".join(sorted(with_zero.entries)), ",".join(with_zero.unreadable),
+      alone[0].entries == {"fifo": with_zero.entries["fifo"]}, alone[1].digest != alone[0].digest)
+"""
+
+
+def test_special_files_count_by_kind_and_are_never_read(tmp_path):
+    """A FIFO, a socket and a device in a watched directory are markers: their appearance changes
+    the digest, and the read never blocks (a FIFO open would) or runs on (/dev/zero would)."""
+    write_plain(tmp_path, {"a.conf": b"1"})
+    out = subprocess.run([sys.executable, "-c", SPECIALS, str(tmp_path)], capture_output=True,
+                         text=True, timeout=30, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["4", "a.conf,fifo,sock,zero", "True", "True"]
+
+
+RACE = """
+import os, sys
+from supervisor import digest
+root, writer = sys.argv[1], sys.argv[2] == "writer"
+if writer:  # a writer that holds the FIFO open and never writes: a read would block
+    held = os.open(os.path.join(root, "fifo"), os.O_RDWR)
+# As if each special file had replaced a regular file between the listing and the open.
+raced = digest._hash(root, [("fifo", "F"), ("zero", "F")], (), (), False, [])[0]
+markers = digest._hash(root, [("fifo", "p"), ("zero", "c")], (), (), False, [])[0]
+print(raced == markers)
+"""
+
+
+@pytest.mark.parametrize("writer", ["writer", "no-writer"])
+def test_a_regular_file_replaced_by_a_fifo_or_device_after_listing_does_not_block(tmp_path, writer):
+    """The open never blocks (no writer), the read never blocks (a silent writer), and a device
+    is not read past one chunk. With a writer, what is found is counted by its kind; with none,
+    the FIFO reads as empty, and the next listing (the replacement is an event) counts its kind."""
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("/dev/zero", tmp_path / "zero")
+    out = subprocess.run([sys.executable, "-c", RACE, str(tmp_path), writer], capture_output=True,
+                         text=True, timeout=30, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    if writer == "writer":
+        assert out.stdout.split() == ["True"]
+    else:  # it returned (in time): a blocking open would have hung until the timeout
+        assert out.stdout.split()[0] in ("True", "False")
+
+
+# ---- a vanished payload --------------------------------------------------------------------
+def test_data_link_to_a_vanished_payload_is_missing(tmp_path):
+    volume = KubeletVolume(tmp_path / "v", {"app.conf": b"v1", "nested/deep": b"d"})
+    good = snapshot(volume.path)
+    payload = os.readlink(os.path.join(volume.path, "..data"))
+    os.rename(os.path.join(volume.path, payload), tmp_path / "away")
+    assert snapshot(volume.path).digest == MISSING  # not "a directory of dangling links"
+    assert snapshot(volume.path, "app.conf").digest == MISSING
+    assert snapshot(volume.path).dirs == (os.path.realpath(volume.path),)  # a fix is noticed
+    (tmp_path / "file").write_bytes(b"not a directory")
+    os.symlink(str(tmp_path / "file"), os.path.join(volume.path, "..data_tmp"))
+    os.rename(os.path.join(volume.path, "..data_tmp"), os.path.join(volume.path, "..data"))
+    assert snapshot(volume.path).digest == MISSING
+    os.symlink(payload, os.path.join(volume.path, "..data_tmp"))
+    os.rename(os.path.join(volume.path, "..data_tmp"), os.path.join(volume.path, "..data"))
+    os.rename(tmp_path / "away", os.path.join(volume.path, payload))
+    assert snapshot(volume.path) == good
