@@ -6,7 +6,8 @@ they only `put` small tuples:
     ("fs", index, commit)  something under watch `index` may have changed; commit=True for a
                            kubelet `..data` swap (an atomic commit: no debounce needed)
     ("gone", index)        the watched directory itself was deleted (its inotify watch is dead)
-Polling needs no thread at all: the loop calls `poll_signature` on its own timer.
+Polling needs no thread at all: the loop calls `poll_signature` (supervisor/tree.py) on its
+own timer.
 """
 from __future__ import annotations
 
@@ -119,33 +120,9 @@ def _close_stray_inotify_fds() -> None:
             continue
 
 
-def poll_signature(root: str, only: str | None):
-    """A cheap fingerprint that moves whenever content may have moved: for a kubelet volume the
-    `..data` target; for a plain directory the stat of every entry. Never reads file contents."""
-    try:
-        return ("kubelet", os.readlink(os.path.join(root, "..data")))
-    except OSError:
-        pass
-    if not os.path.isdir(root):
-        return None
-    if only is not None:
-        return _stat_key(os.path.join(root, only))
-    keys = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith("..")]
-        for name in filenames:
-            if not name.startswith(".."):
-                keys.append((dirpath, name, _stat_key(os.path.join(dirpath, name))))
-    keys.sort()
-    return tuple(keys)
-
-
-def _stat_key(path: str):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+# Polling walks exactly what the digest reads, with the digest's own loop-safe walk: it lives with
+# that walk now. The loop still imports it from here.
+from .tree import poll_signature  # noqa: E402,F401
 
 
 def pinned_mount(path: str) -> bool:

@@ -8,6 +8,7 @@ import sys
 
 from hypothesis import given, settings, strategies as st
 
+from conftest import APP
 from kubelet import KubeletVolume
 from supervisor import tree
 from supervisor.digest import snapshot
@@ -123,3 +124,16 @@ def test_special_kind_names_what_cannot_be_watched(tmp_path):
     assert tree.special_kind(str(tmp_path / "file")) is None
     assert tree.special_kind(str(tmp_path)) is None
 
+
+def test_poll_mode_sees_edits_through_a_watched_link_to_a_directory(run_cfgsup, tmp_path):
+    """issue 9 item 4, with --poll: `--watch s/link` noticed nothing, ever."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.conf").write_bytes(b"a")
+    os.symlink("real", tmp_path / "link")
+    running = run_cfgsup("--poll", "0.1", "--debounce", "0.1", "--watch", str(tmp_path / "link"),
+                         "--on-change", "signal", "--", *APP)
+    running.wait_line(r"^child ready")
+    running.wait_line(r"INFO watching")
+    (tmp_path / "real" / "a.conf").write_bytes(b"b")
+    running.wait_line(r"^child got SIGHUP$")
+    running.wait_line(r"change in .*link: a.conf ")
