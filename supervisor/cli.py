@@ -246,6 +246,7 @@ def _settings(options: dict) -> st.Settings:
                 raise click.UsageError(f"watched path {path!r} does not exist (use --allow-missing to wait for it)")
         elif problem:
             raise click.UsageError(f"watched path {path!r} cannot be accessed: {problem}")
+        _refuse_special(path)
     for flag in ("validate", "reload_command"):
         if options[flag]:
             import shlex
@@ -266,6 +267,16 @@ def _settings(options: dict) -> st.Settings:
     for name in ("rewrite", "watches", "include", "exclude", "webhooks"):
         values[name] = tuple(values[name])
     return st.Settings(**values)
+
+
+def _refuse_special(path: str) -> None:
+    """A FIFO or device as the watched path would block start-up or be read without end."""
+    from .tree import special_kind
+
+    kind = special_kind(path)
+    if kind:
+        raise click.UsageError(f"watched path {path!r} is {kind}: only directories and regular "
+                               f"files can be watched")
 
 
 def parse(argv: list[str]) -> st.Settings | int:

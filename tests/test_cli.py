@@ -283,3 +283,18 @@ def test_an_unreadable_file_inside_a_watched_directory_is_a_warning_not_an_error
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and "cannot read secret" in warnings[0]
+
+
+def test_a_special_file_as_the_watched_path_is_refused_at_start(tmp_path):
+    """issue 9 item 8: `--watch dir/fifo` hung start-up (and ignored TERM); `--watch /dev/zero`
+    read without end. Both are one line and exit 2 now, with nothing started."""
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink("/dev/zero", tmp_path / "zero")
+    marker = tmp_path / "started"
+    for path, kind in ((tmp_path / "fifo", "a FIFO"), ("/dev/zero", "a character device"),
+                       (tmp_path / "zero", "a character device")):
+        proc = subprocess.run([*CFGSUP, "--watch", str(path), "--", "touch", str(marker)],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and f"is {kind}" in proc.stderr
+        assert not marker.exists()
