@@ -61,21 +61,23 @@ def _selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> b
 
 def _large(fd: int, first: bytes):
     """(FILE, content digest) of a file whose first read filled a whole chunk, or (kind, None)
-    when it is not a regular file after all (replaced by a FIFO or device since it was listed)."""
-    kind = kind_of_mode(os.fstat(fd).st_mode)
+    when it is not a regular file after all (replaced by a FIFO or device since it was listed).
+    Reads up to the size the file has now: one that keeps growing cannot hold the loop."""
+    st = os.fstat(fd)
+    kind = kind_of_mode(st.st_mode)
     if kind is not FILE:
         return kind, None
     content = xxhash.xxh3_128(first)
+    left = st.st_size - len(first)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    while True:
-        n = os.readv(fd, (buf,))
-        if n == CHUNK:
-            content.update(buf)
-        elif n:
-            content.update(view[:n])
-        else:
-            return FILE, content.digest()
+    while left > 0:
+        n = os.readv(fd, (buf,) if left >= CHUNK else (view[:left],))
+        if not n:
+            break  # shrunk meanwhile: its end is here
+        content.update(buf if n == CHUNK else view[:n])
+        left -= n
+    return FILE, content.digest()
 
 
 def _hash(base: str, items, include, exclude, kubelet: bool, unreadable: list):

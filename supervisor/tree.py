@@ -3,8 +3,8 @@ never disagree about what is there.
 
 The walk follows links as the app would, skips `..`-prefixed names (the kubelet's internals), and
 lists every real directory once: a directory reached a second time (a link loop such as `x -> .`,
-or two links to one directory) is cut, so the walk is linear in the real tree and cannot hang
-PID 1. Siblings are visited in sorted order, with a directory sorting as `name/`, which makes the
+or two links to one directory) is cut, and so is a link to a directory above the watched one
+(`up -> ..`, `root -> /`), so the walk is linear in the real tree and cannot hang PID 1. Siblings are visited in sorted order, with a directory sorting as `name/`, which makes the
 order of the yielded paths exactly the sorted order of the relative paths (no sort of the whole
 list afterwards), and makes the copy that counts of a twice-linked directory the first one in
 that order, whatever order the file system lists names in. It is iterative (a deep tree cannot hit
@@ -95,6 +95,21 @@ def _listing(path: str) -> tuple[list[str], dict[str, str]]:
     return keys, kinds
 
 
+def _ancestors(path: str) -> set:
+    """(dev, ino) of every directory above `path`: a link to one of them (`up -> ..`, `root ->
+    /`) leads back to the watched directory itself, a loop, and is cut like one."""
+    found = set()
+    path = os.path.realpath(path)
+    while path != "/":
+        path = os.path.dirname(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
 def walk(base: str, start: str = "", dirs: list | None = None):
     """Yield (relative path, kind) for everything below directory base/start, in sorted order of
     the relative paths. A directory that cannot be listed is yielded as UNREADABLE; one that
@@ -113,6 +128,7 @@ def walk(base: str, start: str = "", dirs: list | None = None):
         yield (start or ".", UNREADABLE)
         return
     seen = {(st.st_dev, st.st_ino)}
+    ancestors = None  # looked up at the first subdirectory: a flat directory never needs them
     real = ""
     if dirs is not None:
         real = os.path.realpath(top)
@@ -136,6 +152,9 @@ def walk(base: str, start: str = "", dirs: list | None = None):
             try:
                 st = os.stat(path)
                 ident = (st.st_dev, st.st_ino)
+                if ancestors is None:
+                    ancestors = _ancestors(top)
+                    seen |= ancestors
                 if ident in seen:
                     continue  # a loop, or a second link to a directory already counted
                 seen.add(ident)

@@ -252,6 +252,25 @@ def test_a_file_hashed_in_chunks_equals_the_same_content_read_at_once(tmp_path, 
         write_plain(tmp_path / "plain", {rel: payload[rel]})
 
 
+def test_a_file_that_keeps_growing_while_it_is_read_cannot_hold_the_loop(tmp_path, monkeypatch):
+    from supervisor import digest
+
+    write_plain(tmp_path, {"log": os.urandom(3 * digest.CHUNK)})
+    path = str(tmp_path / "log")
+    readv, reads = os.readv, []
+
+    def growing(fd, buffers):  # a writer exactly as fast as the reader, for ever
+        reads.append(1)
+        assert len(reads) < 1000, "still reading"
+        with open(path, "ab") as fh:
+            fh.write(os.urandom(digest.CHUNK))
+        return readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", growing)
+    assert snapshot(str(tmp_path)).digest != MISSING
+    assert len(reads) <= 4
+
+
 PEAK_RSS = """
 import sys
 from supervisor.digest import snapshot
@@ -338,6 +357,27 @@ def test_a_link_loop_is_cut_and_no_directory_repeats(tmp_path):
     real = os.path.realpath(tmp_path / "d")
     assert sorted(snap.dirs) == [real, real + "/sub"]
     assert sorted(snap.entries) == ["a", "sub"]
+
+
+UP = """
+import sys
+from supervisor.digest import snapshot
+s = snapshot(sys.argv[1])
+print(",".join(s.entries), len(s.dirs))
+"""
+
+
+def test_links_to_directories_above_the_watched_one_are_cut(tmp_path):
+    """`up -> ..` and `top -> /` lead back to the watched directory: loops, not content to read
+    (walking all of / would read /proc)."""
+    write_plain(tmp_path / "conf", {"a": b"1"})
+    write_plain(tmp_path, {"sibling/b": b"2"})
+    os.symlink("..", tmp_path / "conf" / "up")
+    os.symlink("/", tmp_path / "conf" / "top")
+    out = subprocess.run([sys.executable, "-c", UP, str(tmp_path / "conf")], capture_output=True,
+                         text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["a", "1"]
 
 
 def test_two_links_to_one_directory_count_the_same_way_whatever_the_listing_order(tmp_path, monkeypatch):
