@@ -28,9 +28,11 @@ __all__ = ["MISSING", "TRANSIENT", "Snapshot", "snapshot", "short"]
 
 MISSING = "missing"
 _RETRIES = 8
-# One read of this size is all a small file costs (open, read, close); a larger file goes on in
-# chunks of the same size into one reused buffer.
-CHUNK = 1 << 16
+# One read of FIRST bytes is all a small file costs (open, read, close); a larger file goes on in
+# chunks of CHUNK bytes into one reused buffer (larger chunks: fewer system calls, measured 1.2x
+# the read+hash floor at 1 MiB against 1.5x at 64 KiB, for a buffer that lives only meanwhile).
+FIRST = 1 << 16
+CHUNK = 1 << 20
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY  # never block, never a tty
 _MARK = {kind: kind.encode() for kind in (FILE, UNREADABLE, DANGLING, "p", "s", "c", "b")}
 
@@ -60,23 +62,25 @@ def _selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> b
 
 
 def _large(fd: int, first: bytes):
-    """(FILE, content digest) of a file whose first read filled a whole chunk, or (kind, None)
-    when it is not a regular file after all (replaced by a FIFO or device since it was listed).
-    Reads up to the size the file has now: one that keeps growing cannot hold the loop."""
+    """(FILE, content digest) of a file whose first read was full, or (kind, None) when it is not
+    a regular file after all (replaced by a FIFO or device since it was listed). Reads up to the
+    size the file has now: one that keeps growing cannot hold the loop."""
     st = os.fstat(fd)
     kind = kind_of_mode(st.st_mode)
     if kind is not FILE:
         return kind, None
     content = xxhash.xxh3_128(first)
     left = st.st_size - len(first)
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    while left > 0:
-        n = os.readv(fd, (buf,) if left >= CHUNK else (view[:left],))
-        if not n:
-            break  # shrunk meanwhile: its end is here
-        content.update(buf if n == CHUNK else view[:n])
-        left -= n
+    if left > 0:
+        size = min(CHUNK, left)
+        buf = bytearray(size)  # the one buffer every chunk of this file is read into
+        view = memoryview(buf)
+        while left > 0:
+            n = os.readv(fd, (buf,) if left >= size else (view[:left],))
+            if not n:
+                break  # shrunk meanwhile: its end is here
+            content.update(buf if n == size else view[:n])
+            left -= n
     return FILE, content.digest()
 
 
@@ -90,7 +94,7 @@ def _hash(base: str, items, include, exclude, kubelet: bool, unreadable: list):
     pack, join, mark = _U64.pack, b"".join, _MARK
     os_open, os_read, os_close = os.open, os.read, os.close
     digest_of, short_digest = xxhash.xxh3_128_digest, xxhash.xxh3_64_hexdigest
-    file, flags, chunk = FILE, _FLAGS, CHUNK  # locals: this loop runs once per file
+    file, flags, first = FILE, _FLAGS, FIRST  # locals: this loop runs once per file
     # O_PATH: only a handle for the relative opens below, needs no read permission of its own.
     dir_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -102,8 +106,8 @@ def _hash(base: str, items, include, exclude, kubelet: bool, unreadable: list):
                 try:
                     fd = os_open(rel, flags, dir_fd=dir_fd)
                     try:
-                        data = os_read(fd, chunk)
-                        if len(data) < chunk:  # the whole file: the common case, one read
+                        data = os_read(fd, first)
+                        if len(data) < first:  # the whole file: the common case, one read
                             content = digest_of(data)
                         else:
                             kind, content = _large(fd, data)

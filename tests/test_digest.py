@@ -226,23 +226,28 @@ def test_every_snapshot_is_one_whole_payload_while_the_kubelet_swaps():
 def test_a_file_hashed_in_chunks_equals_the_same_content_read_at_once(tmp_path, monkeypatch):
     from supervisor import digest
 
-    chunk = digest.CHUNK
-    sizes = [0, 1, 7, chunk - 1, chunk, chunk + 1, 2 * chunk, 3 * chunk + 5]
+    first = digest.FIRST
+    sizes = [0, 1, 7, first - 1, first, first + 1, 2 * first, 3 * first + 5, digest.CHUNK + first + 3]
     payload = {f"f{size}": os.urandom(size) for size in sizes}
-    payload["sub/big"] = os.urandom(3 * chunk + 1)
+    payload["sub/big"] = os.urandom(3 * first + 1)
     write_plain(tmp_path / "plain", payload)
     volume = KubeletVolume(tmp_path / "kube", payload)
-    normal = [snapshot(str(tmp_path / "plain")), snapshot(volume.path)]
-    monkeypatch.setattr(digest, "CHUNK", 7)  # every file but the smallest goes through the chunks
-    tiny = [snapshot(str(tmp_path / "plain")), snapshot(volume.path)]
-    monkeypatch.setattr(digest, "CHUNK", 1 << 22)  # every file in one read
-    whole = [snapshot(str(tmp_path / "plain")), snapshot(volume.path)]
+
+    def both():
+        return [snapshot(str(tmp_path / "plain")), snapshot(volume.path)]
+
+    normal = both()
+    monkeypatch.setattr(digest, "FIRST", 7)  # every file but the smallest goes on in chunks...
+    monkeypatch.setattr(digest, "CHUNK", 5)  # ... of a size that does not divide anything
+    tiny = both()
+    monkeypatch.setattr(digest, "FIRST", 1 << 22)  # every file in one read
+    whole = both()
     for a, b, c in zip(normal, tiny, whole):
         assert a.digest == b.digest == c.digest
         assert a.entries == b.entries == c.entries
     # ... and the chunked path still sees every byte, the last ones included.
-    monkeypatch.setattr(digest, "CHUNK", 7)
-    for rel in ("f65537", "sub/big"):
+    monkeypatch.setattr(digest, "FIRST", 7)
+    for rel in (f"f{first + 1}", "sub/big"):
         content = bytearray(payload[rel])
         content[-1] ^= 1
         write_plain(tmp_path / "plain", {rel: bytes(content)})
@@ -255,7 +260,8 @@ def test_a_file_hashed_in_chunks_equals_the_same_content_read_at_once(tmp_path, 
 def test_a_file_that_keeps_growing_while_it_is_read_cannot_hold_the_loop(tmp_path, monkeypatch):
     from supervisor import digest
 
-    write_plain(tmp_path, {"log": os.urandom(3 * digest.CHUNK)})
+    monkeypatch.setattr(digest, "CHUNK", digest.FIRST)
+    write_plain(tmp_path, {"log": os.urandom(3 * digest.FIRST)})
     path = str(tmp_path / "log")
     readv, reads = os.readv, []
 
@@ -263,7 +269,7 @@ def test_a_file_that_keeps_growing_while_it_is_read_cannot_hold_the_loop(tmp_pat
         reads.append(1)
         assert len(reads) < 1000, "still reading"
         with open(path, "ab") as fh:
-            fh.write(os.urandom(digest.CHUNK))
+            fh.write(os.urandom(digest.FIRST))
         return readv(fd, buffers)
 
     monkeypatch.setattr(os, "readv", growing)
