@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import xxhash
 
-from .tree import DANGLING, FILE, TRANSIENT, UNREADABLE, kind_of_mode, resolve, walk
+from .tree import DANGLING, DIR, FILE, TRANSIENT, UNREADABLE, kind_of_mode, resolve, walk
 
 __all__ = ["MISSING", "TRANSIENT", "Snapshot", "snapshot", "short"]
 
@@ -132,7 +132,7 @@ def _hash(base: str, items, include, exclude, kubelet: bool, unreadable: list):
             if content is None:
                 if kind is UNREADABLE:
                     unreadable.append(rel)
-                record = join((pack(len(encoded)), encoded, mark[kind]))
+                record = join((pack(len(encoded)), encoded, mark.get(kind, b"U")))
             else:
                 record = join((pack(len(encoded)), encoded, b"F", content))
             total.update(record)
@@ -169,7 +169,7 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool, dirs
             if exc.errno in TRANSIENT:
                 raise
             kind = UNREADABLE
-        if kind == "/":
+        if kind is DIR:
             items = walk(base, only)  # `sub -> ..data/sub`: a nested item path of a volume
         else:
             items = ((only, kind),)

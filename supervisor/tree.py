@@ -4,10 +4,11 @@ never disagree about what is there.
 The walk follows links as the app would, skips `..`-prefixed names (the kubelet's internals), and
 lists every real directory once: a directory reached a second time (a link loop such as `x -> .`,
 or two links to one directory) is cut, and so is a link to a directory above the watched one
-(`up -> ..`, `root -> /`), so the walk is linear in the real tree and cannot hang PID 1. Siblings are visited in sorted order, with a directory sorting as `name/`, which makes the
-order of the yielded paths exactly the sorted order of the relative paths (no sort of the whole
-list afterwards), and makes the copy that counts of a twice-linked directory the first one in
-that order, whatever order the file system lists names in. It is iterative (a deep tree cannot hit
+(`up -> ..`, `root -> /`), so the walk is linear in the real tree and cannot hang PID 1.
+Siblings are visited in sorted order, with a directory sorting as `name/`, which makes the order
+of the yielded paths exactly the sorted order of the relative paths (no sort of the whole list
+afterwards), and makes the copy that counts of a twice-linked directory the first one in that
+order, whatever order the file system lists names in. It is iterative (a deep tree cannot hit
 the recursion limit) and holds only the listings of the directories on the current path.
 
 Kinds of what it yields:
@@ -24,8 +25,8 @@ import stat
 
 FILE, UNREADABLE, DANGLING = "F", "U", "D"
 FIFO, SOCKET, CHAR, BLOCK = "p", "s", "c", "b"
-# Only inside the walk: directories are descended into, not yielded.
-_DIR, _LINKED_DIR = "/", "@"
+# Directories are descended into, never yielded (DIR is what kind_of_mode says of one).
+DIR, _LINKED_DIR = "/", "@"
 SPECIAL_NAMES = {FIFO: "a FIFO", SOCKET: "a socket", CHAR: "a character device", BLOCK: "a block device"}
 # Errors that say nothing about the content, only about this moment (out of fds or memory):
 # they are raised to the caller, which keeps the last result and tries again later. Any other
@@ -37,7 +38,7 @@ def kind_of_mode(mode: int) -> str:
     if stat.S_ISREG(mode):
         return FILE
     if stat.S_ISDIR(mode):
-        return _DIR
+        return DIR
     if stat.S_ISFIFO(mode):
         return FIFO
     if stat.S_ISSOCK(mode):
@@ -58,7 +59,7 @@ def special_kind(path: str) -> str | None:
 def _entry_kind(entry: os.DirEntry) -> str:
     """The kind of an entry that is not a regular file (nor a link to one)."""
     if entry.is_dir():
-        return _LINKED_DIR if entry.is_symlink() else _DIR
+        return _LINKED_DIR if entry.is_symlink() else DIR
     try:
         # A special file (d_type said so, or a link's target stat already cached), or a link
         # whose target is missing.
@@ -87,7 +88,7 @@ def _listing(path: str) -> tuple[list[str], dict[str, str]]:
                 if exc.errno in TRANSIENT:
                     raise
                 kind = UNREADABLE
-            if kind is _DIR or kind is _LINKED_DIR:
+            if kind is DIR or kind is _LINKED_DIR:
                 name += "/"
             append(name)
             kinds[name] = kind
@@ -143,7 +144,7 @@ def walk(base: str, start: str = "", dirs: list | None = None):
         prefix, real, kinds, it = stack[-1]
         for key in it:
             kind = kinds.get(key, FILE) if kinds else FILE
-            if kind is not _DIR and kind is not _LINKED_DIR:
+            if kind is not DIR and kind is not _LINKED_DIR:
                 yield (prefix + key if prefix else key, kind)
                 continue
             name = key[:-1]
