@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import xxhash
 
-from .tree import DANGLING, DIR, FILE, TRANSIENT, UNREADABLE, kind_of_mode, resolve, walk
+from .tree import DANGLING, DIR, FILE, TRANSIENT, UNREADABLE, kind_of_mode, real_path, resolve, walk
 
 __all__ = ["MISSING", "TRANSIENT", "Snapshot", "snapshot", "short"]
 
@@ -84,9 +84,9 @@ def _large(fd: int, first: bytes):
     return FILE, content.digest()
 
 
-def _hash(base: str, items, include, exclude, kubelet: bool, unreadable: list):
-    """(total digest, entries) over (relative path, kind) items in sorted order, files read
-    relative to base."""
+def _hash(dir_fd: int, items, include, exclude, kubelet: bool, unreadable: list):
+    """(total digest, entries) over (relative path, kind) items in sorted order, files opened
+    relative to dir_fd; the paths of unreadable ones are appended to `unreadable`."""
     total = xxhash.xxh3_128()
     entries: dict[str, str] = {}
     top, part = None, None  # the top-level directory being hashed and its hasher
@@ -95,92 +95,99 @@ def _hash(base: str, items, include, exclude, kubelet: bool, unreadable: list):
     os_open, os_read, os_close = os.open, os.read, os.close
     digest_of, short_digest = xxhash.xxh3_128_digest, xxhash.xxh3_64_hexdigest
     file, flags, first = FILE, _FLAGS, FIRST  # locals: this loop runs once per file
-    # O_PATH: only a handle for the relative opens below, needs no read permission of its own.
-    dir_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for rel, kind in items:
-            if filtered and not _selected(rel, include, exclude):
-                continue
-            content = None
-            if kind is file:
-                try:
-                    fd = os_open(rel, flags, dir_fd=dir_fd)
-                    try:
-                        data = os_read(fd, first)
-                        if len(data) < first:  # the whole file: the common case, one read
-                            content = digest_of(data)
-                        else:
-                            kind, content = _large(fd, data)
-                    except BlockingIOError:  # a FIFO since it was listed, with a writer
-                        kind = kind_of_mode(os.fstat(fd).st_mode)
-                        if kind is FILE:
-                            kind = UNREADABLE  # a regular file that would block (procfs)
-                    finally:
-                        os_close(fd)
-                except FileNotFoundError:
-                    if kubelet:
-                        raise  # the payload dir went away under us: read the new one
-                    continue  # a plain file removed while we walked: it is simply gone
-                except OSError as exc:
-                    if exc.errno in TRANSIENT:
-                        raise
-                    kind = UNREADABLE
+    for rel, kind in items:
+        if filtered and not _selected(rel, include, exclude):
+            continue
+        content = None
+        if kind is file:
             try:
-                encoded = rel.encode()
-            except UnicodeEncodeError:  # a name that is not UTF-8 on disk
-                encoded = rel.encode("utf-8", "surrogateescape")
-            if content is None:
-                if kind is UNREADABLE:
-                    unreadable.append(rel)
-                record = join((pack(len(encoded)), encoded, mark.get(kind, b"U")))
-            else:
-                record = join((pack(len(encoded)), encoded, b"F", content))
-            total.update(record)
-            slash = rel.find("/")
-            if slash < 0:
-                if part is not None:
-                    entries[top], top, part = part.hexdigest(), None, None
-                entries[rel] = short_digest(record)
-                continue
-            name = rel[:slash]
-            if name != top:  # sorted order: a subtree's records are contiguous
-                if part is not None:
-                    entries[top] = part.hexdigest()
-                top, part = name, xxhash.xxh3_64()
-            part.update(record)
-        if part is not None:
-            entries[top] = part.hexdigest()
-    finally:
-        os.close(dir_fd)
+                fd = os_open(rel, flags, dir_fd=dir_fd)
+                try:
+                    data = os_read(fd, first)
+                    if len(data) < first:  # the whole file: the common case, one read
+                        content = digest_of(data)
+                    else:
+                        kind, content = _large(fd, data)
+                except BlockingIOError:  # a FIFO since it was listed, with a writer
+                    kind = kind_of_mode(os.fstat(fd).st_mode)
+                    if kind is FILE:
+                        kind = UNREADABLE  # a regular file that would block (procfs)
+                finally:
+                    os_close(fd)
+            except FileNotFoundError:
+                if kubelet:
+                    raise  # the payload dir went away under us: read the new one
+                continue  # a plain file removed while we walked: it is simply gone
+            except OSError as exc:
+                if exc.errno in TRANSIENT:
+                    raise
+                kind = UNREADABLE
+        try:
+            encoded = rel.encode()
+        except UnicodeEncodeError:  # a name that is not UTF-8 on disk
+            encoded = rel.encode("utf-8", "surrogateescape")
+        if content is None:
+            if kind is UNREADABLE:
+                unreadable.append(rel)
+            record = join((pack(len(encoded)), encoded, mark.get(kind, b"U")))
+        else:
+            record = join((pack(len(encoded)), encoded, b"F", content))
+        total.update(record)
+        slash = rel.find("/")
+        if slash < 0:
+            if part is not None:
+                entries[top], top, part = part.hexdigest(), None, None
+            entries[rel] = short_digest(record)
+            continue
+        name = rel[:slash]
+        if name != top:  # sorted order: a subtree's records are contiguous
+            if part is not None:
+                entries[top] = part.hexdigest()
+            top, part = name, xxhash.xxh3_64()
+        part.update(record)
+    if part is not None:
+        entries[top] = part.hexdigest()
     return total.hexdigest(), entries
 
 
 def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool, dirs: list) -> Snapshot:
-    unreadable: list[str] = []
-    if only is not None:
-        target = os.path.join(base, only)
-        try:
-            kind = kind_of_mode(os.stat(target).st_mode)
-        except FileNotFoundError:
-            if not os.path.lexists(target):
-                return Snapshot(MISSING, {}, (), kubelet, tuple(dirs))
-            kind = DANGLING
-        except OSError as exc:
-            if exc.errno in TRANSIENT:
-                raise
-            kind = UNREADABLE
-        if kind is DIR:
-            items = walk(base, only)  # `sub -> ..data/sub`: a nested item path of a volume
+    """Read directory `base` (a payload dir when `kubelet`), or only its entry `only`. Appends
+    to `dirs` the real directories read. Raises FileNotFoundError when base is gone."""
+    # O_PATH: a handle for the relative opens, needs no read permission of its own.
+    dir_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        real = real_path(dir_fd, base)
+        if kubelet:  # the volume root, where ..data swaps: the payload dirs never change
+            dirs.append(os.path.dirname(real))
+        elif only is not None:  # where the watched name can be created or replaced
+            dirs.append(real)
+        unreadable: list[str] = []
+        if only is None:
+            items = walk(base, "", None if kubelet else dirs, real)
         else:
-            items = ((only, kind),)
-            if not kubelet and kind is not DANGLING:
-                real = os.path.dirname(os.path.realpath(target))  # where a linked file lives
-                if real not in dirs:
-                    dirs.append(real)
-    else:
-        items = walk(base, "", None if kubelet else dirs)
-    digest, entries = _hash(base, items, include, exclude, kubelet, unreadable)
-    return Snapshot(digest, entries, tuple(sorted(set(unreadable))), kubelet, tuple(dirs))
+            try:
+                kind = kind_of_mode(os.stat(only, dir_fd=dir_fd).st_mode)
+            except FileNotFoundError:
+                if not os.path.lexists(os.path.join(base, only)):
+                    return Snapshot(MISSING, {}, (), kubelet, tuple(dirs))
+                kind = DANGLING
+            except OSError as exc:
+                if exc.errno in TRANSIENT:
+                    raise
+                kind = UNREADABLE
+            if kind is DIR:
+                items = walk(base, only)  # `sub -> ..data/sub`: a nested item path of a volume
+            else:
+                items = ((only, kind),)
+                if not kubelet and kind is not DANGLING:  # where a linked file really lives
+                    where = os.path.dirname(os.path.realpath(os.path.join(base, only)))
+                    if where not in dirs:
+                        dirs.append(where)
+        digest, entries = _hash(dir_fd, items, include, exclude, kubelet, unreadable)
+    finally:
+        os.close(dir_fd)
+    return Snapshot(digest, entries, tuple(sorted(set(unreadable))) if unreadable else (), kubelet,
+                    tuple(dirs))
 
 
 def snapshot(root: str, only: str | None = None, include=(), exclude=()) -> Snapshot:
@@ -200,8 +207,6 @@ def snapshot(root: str, only: str | None = None, include=(), exclude=()) -> Snap
 
 
 def _plain(root: str, only: str | None, include, exclude, dirs: list) -> Snapshot:
-    if only is not None:
-        dirs.append(os.path.realpath(root))  # where the watched name can be created or replaced
     try:
         return _snapshot(root, only, include, exclude, False, dirs)
     except (FileNotFoundError, NotADirectoryError):
@@ -218,7 +223,9 @@ def _resolve_and_read(root: str, only: str | None, include, exclude, dirs: list)
         base = os.path.join(root, target)
         try:
             # `only` names a visible link `key -> ..data/key`: read it inside the resolved payload.
-            snap = _snapshot(base, only, include, exclude, True, dirs + [os.path.realpath(root)])
+            # (A target that is not a name in root, unlike the kubelet's: watch root itself too.)
+            read = dirs + [os.path.realpath(root)] if "/" in target else list(dirs)
+            snap = _snapshot(base, only, include, exclude, True, read)
         except (FileNotFoundError, NotADirectoryError):
             # Swapped mid-read: resolve ..data again. Or ..data names no directory at all.
             dangling += not os.path.isdir(base) and _readlink(root) == target

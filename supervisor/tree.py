@@ -96,29 +96,42 @@ def _listing(path: str) -> tuple[list[str], dict[str, str]]:
     return keys, kinds
 
 
-def _ancestors(path: str) -> set:
-    """(dev, ino) of every directory above `path`: a link to one of them (`up -> ..`, `root ->
-    /`) leads back to the watched directory itself, a loop, and is cut like one."""
+def real_path(fd: int, path: str) -> str:
+    """The real path of `path`, open as `fd`: one readlink of /proc/self/fd (os.path.realpath
+    costs an lstat per component, which is most of the cost of digesting a small volume)."""
+    try:
+        found = os.readlink(f"/proc/self/fd/{fd}")
+        if found.startswith("/") and not found.endswith(" (deleted)"):
+            return found
+    except OSError:
+        pass  # no /proc
+    return os.path.realpath(path)
+
+
+def _cut(real: str) -> set:
+    """(dev, ino) of the directory at `real` and of every directory above it: reaching one again
+    is a loop (`x -> .`, `up -> ..`, `top -> /` all lead back to the watched directory)."""
     found = set()
-    path = os.path.realpath(path)
-    while path != "/":
-        path = os.path.dirname(path)
+    path = real
+    while True:
         try:
             st = os.stat(path)
+            found.add((st.st_dev, st.st_ino))
         except OSError:
-            continue
-        found.add((st.st_dev, st.st_ino))
-    return found
+            pass
+        if path == "/" or not path:
+            return found
+        path = os.path.dirname(path)
 
 
-def walk(base: str, start: str = "", dirs: list | None = None):
+def walk(base: str, start: str = "", dirs: list | None = None, real: str | None = None):
     """Yield (relative path, kind) for everything below directory base/start, in sorted order of
     the relative paths. A directory that cannot be listed is yielded as UNREADABLE; one that
     vanished while walking is skipped. When `dirs` is a list, the real path of every directory
-    listed is appended to it (what an inotify watcher must watch). Raises OSError only for a
-    TRANSIENT error, or FileNotFoundError/NotADirectoryError when base/start itself is gone."""
+    listed is appended to it (what an inotify watcher must watch); `real` is base/start's real
+    path when the caller knows it. Raises OSError only for a TRANSIENT error, or
+    FileNotFoundError/NotADirectoryError when base/start itself is gone."""
     top = os.path.join(base, start) if start else base
-    st = os.stat(top)
     try:
         listing = _listing(top)
     except (FileNotFoundError, NotADirectoryError):
@@ -128,17 +141,17 @@ def walk(base: str, start: str = "", dirs: list | None = None):
             raise
         yield (start or ".", UNREADABLE)
         return
-    seen = {(st.st_dev, st.st_ino)}
-    ancestors = None  # looked up at the first subdirectory: a flat directory never needs them
-    real = ""
-    if dirs is not None:
+    if real is None and dirs is not None:
         real = os.path.realpath(top)
+    if dirs is not None:
         dirs.append(real)
+    top_real = real
+    seen = None  # looked up at the first subdirectory: a flat directory never needs it
     # One frame per directory on the current path: its relative prefix, real path, the kinds of
     # its non-files, and the iterator over its keys (left where it was while a subdirectory is
     # walked).
     keys, kinds = listing
-    stack = [(start + "/" if start else "", real, kinds, iter(keys))]
+    stack = [(start + "/" if start else "", real or "", kinds, iter(keys))]
     del listing, keys
     while stack:
         prefix, real, kinds, it = stack[-1]
@@ -153,9 +166,8 @@ def walk(base: str, start: str = "", dirs: list | None = None):
             try:
                 st = os.stat(path)
                 ident = (st.st_dev, st.st_ino)
-                if ancestors is None:
-                    ancestors = _ancestors(top)
-                    seen |= ancestors
+                if seen is None:
+                    seen = _cut(top_real or os.path.realpath(top))
                 if ident in seen:
                     continue  # a loop, or a second link to a directory already counted
                 seen.add(ident)

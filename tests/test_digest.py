@@ -477,8 +477,9 @@ root, writer = sys.argv[1], sys.argv[2] == "writer"
 if writer:  # a writer that holds the FIFO open and never writes: a read would block
     held = os.open(os.path.join(root, "fifo"), os.O_RDWR)
 # As if each special file had replaced a regular file between the listing and the open.
-raced = digest._hash(root, [("fifo", "F"), ("zero", "F")], (), (), False, [])[0]
-markers = digest._hash(root, [("fifo", "p"), ("zero", "c")], (), (), False, [])[0]
+fd = os.open(root, os.O_PATH)
+raced = digest._hash(fd, [("fifo", "F"), ("zero", "F")], (), (), False, [])[0]
+markers = digest._hash(fd, [("fifo", "p"), ("zero", "c")], (), (), False, [])[0]
 print(raced == markers)
 """
 
