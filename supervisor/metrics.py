@@ -59,7 +59,7 @@ def families(state: dict, core) -> list:
     config = core.InfoMetricFamily("cfgsup_config", "Digest the app runs with, per watch.",
                                    labels=["watch", "digest", "watcher"])
     for path, digest, mode in s["watches"]:
-        config.add_metric([path, digest, mode], {})
+        config.add_metric([_utf8(path), digest, mode], {})
     return [
         core.CounterMetricFamily("cfgsup_changes_detected", "Content changes detected.",
                                  value=s["changes"]),
@@ -77,6 +77,12 @@ def families(state: dict, core) -> list:
                                "Unix time of the last successful apply.", value=s["last_apply"]),
         config,
     ]
+
+
+def _utf8(text: str) -> str:
+    """A path as valid UTF-8: bytes that are not (kept as surrogates from argv) become U+FFFD,
+    since a scraper rejects the whole exposition for one invalid label value."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def wants_openmetrics(accept: str) -> bool:

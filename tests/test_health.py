@@ -444,6 +444,14 @@ def test_metrics_parse_in_both_formats(serve):
     assert head[2] == b"" and int(head[1]["Content-Length"]) == len(get(served.port, "/metrics")[2])
 
 
+def test_a_watched_path_that_is_not_utf8_still_gives_valid_metrics(serve):
+    # What argv gives for the bytes b"/etc/x\xffy": the invalid byte as a lone surrogate.
+    served = serve(dict(STATE, watches=[(os.fsdecode(b"/etc/x\xffy"), "ab" * 16, "inotify")]))
+    for accept in (None, "application/openmetrics-text"):
+        status, _, body = get(served.port, "/metrics", accept=accept)
+        assert status == 200 and 'watch="/etc/x\ufffdy"' in body.decode("utf-8")
+
+
 @pytest.mark.parametrize("accept, openmetrics", [
     ("", False), ("*/*", False), ("text/plain;version=0.0.4", False),
     ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
