@@ -24,7 +24,8 @@ def _prometheus():
 
     While they import, the package is a bare module object (its spec, no code run) so their
     relative imports resolve; afterwards it is taken out again, and a later plain
-    `import prometheus_client` runs the real __init__, which reuses these same modules."""
+    `import prometheus_client` runs the real __init__, which reuses these same modules. Only
+    the health thread gets here, and no other thread of cfgsup imports prometheus_client."""
     global _modules
     if _modules is None:
         import importlib
