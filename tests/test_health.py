@@ -6,6 +6,7 @@ import os
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -182,7 +183,7 @@ def test_reset_mid_answer_and_mid_request(serve):
         for _ in range(5):
             sock = socket.create_connection(("127.0.0.1", served.port), timeout=2)
             sock.sendall(data)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()  # RST, while the server writes or reads
     assert get(served.port, "/healthz")[0] == 200
     assert served.thread.is_alive()
@@ -485,7 +486,6 @@ def _odd_families():
 @pytest.mark.parametrize("which", ["state", "odd"])
 def test_text_format_is_prometheus_clients_own_byte_for_byte(which):
     from prometheus_client.exposition import generate_latest
-    from prometheus_client.metrics_core import CounterMetricFamily  # noqa: F401 - full import
     from prometheus_client.utils import floatToGoString
 
     found = metrics.families(STATE, metrics._prometheus()[0]) if which == "state" else _odd_families()
