@@ -44,9 +44,15 @@ def _prometheus():
         sys.modules["prometheus_client"] = bare
         try:
             _modules = tuple(importlib.import_module(name) for name in names)
+        except Exception:  # noqa: BLE001 - a layout this does not know: import it in full below
+            _modules = None
         finally:
             if sys.modules.get("prometheus_client") is bare:
                 del sys.modules["prometheus_client"]
+        if _modules is None:
+            import prometheus_client  # noqa: F401 - with ssl and all, but /metrics still works
+
+            _modules = tuple(importlib.import_module(name) for name in names)
     return _modules
 
 

@@ -580,6 +580,32 @@ def test_serving_health_and_metrics_imports_no_tls_or_http_client():
     assert result["full"] is True
 
 
+FALLBACK = r"""
+import importlib.util, json, sys
+real = importlib.util.module_from_spec
+def not_a_package(spec):  # a prometheus_client whose modules cannot load without its __init__
+    module = real(spec)
+    del module.__path__
+    return module
+importlib.util.module_from_spec = not_a_package
+from supervisor import metrics
+state = json.loads(sys.argv[1])
+state["actions"] = {}
+body, kind = metrics.render(state)
+print(json.dumps({"ssl": "ssl" in sys.modules, "kind": kind, "body": body.decode()}))
+"""
+
+
+def test_metrics_fall_back_to_the_full_import_when_the_light_one_fails():
+    out = subprocess.run([sys.executable, "-c", FALLBACK, json.dumps(dict(STATE, actions=None))],
+                         capture_output=True, text=True, timeout=30,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["ssl"] is True  # the price of the fallback, and the sign that it was taken
+    assert result["kind"] == metrics.TEXT and "cfgsup_orphans_reaped_total 3.0" in result["body"]
+
+
 def test_a_real_cfgsup_maps_no_openssl_after_serving(run_cfgsup, tmp_path):
     port = free_port()
     (tmp_path / "app.conf").write_text("v1")
