@@ -50,8 +50,11 @@ def test_readyz_is_503_while_the_app_restarts_for_a_change(run_cfgsup, volume):
     volume.write({"app.conf": "v2", "password": "s3cr3t-v1"})
     running.wait_line(r"stopping pid \d+ with SIGTERM \(restart\)")
     # The app ignores TERM, so the restart is stuck in its stop phase for up to 5 s: not ready.
-    status, body = get(port, "/readyz")
-    assert status == 503 and "being stopped (restart)" in body
+    # The loop publishes the state at the end of the step that logged the line, so the health
+    # thread (which answers in microseconds) can see it a moment after the line.
+    status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(get(port, "/readyz")),
+                              timeout=4, what="/readyz 503 while stopping")
+    assert "being stopped (restart)" in body
     running.wait_line(r"restarted the app for app.conf", timeout=15)
     wait_until(lambda: get(port, "/readyz")[0] == 200, what="ready again")
 
