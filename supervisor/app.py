@@ -1,7 +1,8 @@
 """The app's lifecycle, one explicit state at a time.
 
     new ──start──> up ──exits──> backoff (--on-exit restart) ──timer──> up
-                    │       └──> done
+                    │       ├──> done
+                    │       └──> held (on probation: the change pipeline decides what runs next)
                     └─stop(why)─> stopping(why) ──its group is gone──> up (why=restart) | done
 
 `why` is restart (a change), change-exit (exit mode) or shutdown (TERM/INT). The Stop is consulted
@@ -20,7 +21,8 @@ from .child import SpawnError
 from .procs import Refused
 from .reaper import describe, exit_code
 
-NEW, UP, STOPPING, BACKOFF, DONE = "new", "up", "stopping", "backoff", "done"
+NEW, UP, STOPPING, BACKOFF, HELD, DONE = "new", "up", "stopping", "backoff", "held", "done"
+DOWN = (NEW, BACKOFF, HELD)  # no app, and nothing to stop
 GROUP_POLL = 0.05      # while stopping: how often to look whether the app's group is empty
 BACKOFF_START = 0.5    # --on-exit restart: first delay, doubled up to --restart-backoff
 BACKOFF_RESET = 10.0   # ... and reset once the app stayed up this long
@@ -57,6 +59,7 @@ class App:
         self.code: int | None = None    # once done: cfgsup's exit code
         self.changed: tuple = ()        # a restart for a change: its names, until the app is up
         self.restarted = None           # ... and the change pipeline's callback(ok)
+        self.exit_hook = None           # while on probation: an exit goes to the pipeline
 
     def __repr__(self) -> str:
         return f"<App {self.state}{'(' + self.why + ')' if self.why else ''} pid={self.pid}>"
@@ -66,6 +69,21 @@ class App:
         """The first start."""
         if self.state == NEW:
             self._spawn(first=True)
+
+    def abandon(self, code: int) -> None:
+        """Never started, and never will be (its configuration can never run: EX_CONFIG)."""
+        if self.state == NEW:
+            self._done(code)
+
+    def hold_exits(self, hook) -> None:
+        """On probation: if the app exits, it stays down (held) and hook(status) decides."""
+        self.exit_hook = hook
+
+    def release(self) -> None:
+        """Probation is over. A held app gets what --on-exit says after all."""
+        self.exit_hook = None
+        if self.state == HELD:
+            self._after_exit(self.clock() - self.started)
 
     def forward(self, signo: int) -> None:
         """A signal cfgsup received, for the app (-g: its group, even once the app is gone)."""
@@ -78,7 +96,7 @@ class App:
 
     def shutdown(self, target: int) -> None:
         """The Stop was requested with TERM/INT, forwarded to the app as `target`."""
-        if self.state in (NEW, BACKOFF):  # nothing to stop
+        if self.state in DOWN:  # nothing to stop
             self.timers.cancel("respawn")
             self._done(self._final(128 + self.stop.signo))
         elif self.state == UP:
@@ -97,7 +115,7 @@ class App:
 
     def restart(self, changed, done) -> bool:
         """Restart for a change; done(True) once the new app is up."""
-        if self.stop or self.state not in (UP, BACKOFF):
+        if self.stop or self.state not in (UP, BACKOFF, HELD):
             return False
         self.changed, self.restarted = tuple(changed), done
         if self.state == UP:
@@ -109,7 +127,7 @@ class App:
 
     def exit_for_change(self, done) -> bool:
         """Exit mode: stop the app, then cfgsup exits with --change-exit-code."""
-        if self.stop or self.state not in (UP, BACKOFF):
+        if self.stop or self.state not in (UP, BACKOFF, HELD):
             return False
         self.restarted = done
         if self.state == UP:
@@ -195,14 +213,22 @@ class App:
                 self.timers.set("group", GROUP_POLL, self._group_check)
             else:
                 self._after_stop()
-        elif self.s.on_exit == "restart" and not self.stop:
+        elif self.exit_hook is not None and not self.stop:
+            self.state = HELD
+            self.exit_hook(status)
+        else:
+            self._after_exit(uptime)
+
+    def _after_exit(self, uptime: float) -> None:
+        """The app exited by itself: --on-exit decides."""
+        if self.s.on_exit == "restart" and not self.stop:
             self.state = BACKOFF
             self.backoff = self._next_backoff(uptime)
             self.log.info(f"restarting in {self.backoff:g}s (--on-exit restart)", event="backoff",
                           delay=self.backoff)
             self.timers.set("respawn", self.backoff, self._respawn)
         else:
-            self._done(self._final(exit_code(status)))
+            self._done(self._final(exit_code(self.status)))
 
     def _signal_rest(self) -> None:
         """The app is gone but its group lives on: what is left gets the stop signal at once

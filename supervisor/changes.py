@@ -1,63 +1,62 @@
 """The change pipeline, one explicit state at a time.
 
-    idle ──new content──> validating ──passed──> applying ──done / failed──> idle
-                              └──rejected──> idle
+    idle ──new content──> splay ──> validating ──passed──> applying ──done──> probation ──> idle
+                                        └──rejected──> idle        (staged)      └─failed─> applying
+                                                                                  (the rollback)
     any state ──stop──> stopped  (final: a running command is killed, a webhook result ignored)
 
 It decides on digests only. Content that arrives while it is busy is not even hashed: the watches
 mark it, and once the pipeline is idle again it is folded into one follow-up on the newest
 content. So after any burst the app ends up on the final content, and the number of actions
-never exceeds the number of distinct contents. Only the loop's thread calls in here.
+never exceeds the number of distinct contents. With --stage, the content is copied into DEST as
+a candidate, validated there, published only once it passed, and proven on probation
+(rollout.py, probation.py). Only the loop's thread calls in here.
 """
 from __future__ import annotations
 
-import os
+import random
 import time
 
-from . import names
-from .app import signal_name
 from .commands import Command
+from .action import Action, command_env, describe, report
+from .app import UP
 from .digest import MISSING, short
+from .modes import INSTANT, Modes
+from .probation import Probation
+from .rollout import config_id
+from .stage import StageError
 
-IDLE, VALIDATING, APPLYING, STOPPED = "idle", "validating", "applying", "stopped"
-INSTANT = ("signal", "probe", "none")  # modes that are done as soon as they are applied
-DONE_WHAT = {"restart": "restarted the app", "exec": "ran the reload command",
-             "http": "called the webhook(s)", "exit": "stopped the app to exit",
-             "probe": "failing /healthz", "none": "did nothing (--on-change none)"}
-
-
-class Action:
-    __slots__ = ("kind", "target", "changed", "started", "token")
-
-    def __init__(self, kind, target, changed, started, token):
-        self.kind = kind          # the --on-change mode
-        self.target = target      # one Snapshot per watch: what this action brings the app to
-        self.changed = changed    # names that differ
-        self.started = started
-        self.token = token        # tells this action's webhook result from an older one's
+IDLE, SPLAY, VALIDATING, APPLYING, PROBATION, STOPPED = (
+    "idle", "splay", "validating", "applying", "probation", "stopped")
+STAGE_RETRY = 5.0  # after DEST could not be written (full, read-only): try the change again
+EX_CONFIG = 78     # sysexits.h: a configuration that can never run (the first one, rejected)
+LATER = ("exit", "probe")  # modes whose probation is run by the next container start
 
 
 class Changes:
-    def __init__(self, settings, app, procs, timers, fds, log, stats, clock, start_thread, post):
+    def __init__(self, settings, app, procs, timers, fds, log, stats, clock, start_thread, post,
+                 rollout=None):
         self.s = settings
         self.app = app
-        self.procs = procs
         self.stop = procs.stop
         self.timers = timers
-        self.fds = fds                # the loop: a command's output is polled there
         self.log = log
         self.stats = stats
         self.clock = clock
-        self.start_thread = start_thread
-        self.post = post
+        self.rollout = rollout        # None without --stage
+        self.staged = [i for i, w in enumerate(settings.watches) if w in settings.stage_sources]
         self.state = IDLE
         self.applied: list = []       # one Snapshot per watch: what the app has been brought to
         self.rejected: tuple | None = None
-        self.unhealthy: str | None = None  # probe mode: why /healthz fails
         self.action: Action | None = None
         self.command: Command | None = None
+        self.splayed = False          # the splay for the change being considered is over
         self.tokens = 0
         self.on_idle = lambda: None   # set by the core: re-hash what changed meanwhile
+        self.modes = Modes(settings, app, procs, timers, fds, clock, start_thread, post, self._env,
+                           self._applied)
+        self.probation = Probation(settings, procs, timers, fds, clock, self._env, self._proven)
+        self.procs, self.fds = procs, fds
 
     def __repr__(self) -> str:
         return f"<Changes {self.state}>"
@@ -66,7 +65,60 @@ class Changes:
     def busy(self) -> bool:
         return self.state != IDLE
 
+    @property
+    def unhealthy(self) -> str | None:
+        return self.modes.unhealthy
+
+    def held(self, current: list) -> bool:
+        """The app runs on something else than the watched content, which is known bad."""
+        return self.state == IDLE and [c.digest for c in current] != [a.digest for a in self.applied]
+
+    def config(self, snaps) -> str | None:
+        return config_id(snaps[i].digest for i in self.staged) if self.rollout else None
+
     # ---- transitions -----------------------------------------------------------------------
+    def start(self, current: list) -> None:
+        """The first start. With --stage, the app starts on what DEST holds once it is known
+        good, or validated (then on probation); content known bad is held back."""
+        self.applied = list(current)
+        rollout = self.rollout
+        if rollout is None:
+            self.app.start()
+            return
+        rollout.load()
+        cid = self.config(current)
+        plan = rollout.plan(cid)
+        if plan == "good":
+            self.app.start()
+        elif plan == "probation":
+            # Published, not proven yet: exit or probe mode restarted us for it (or we were
+            # killed on probation). It passed validation; it gets its probation now.
+            self.app.start()
+            if self.app.state == UP:
+                self._begin(Action("start", list(current), [], self.clock(), 0, cid), APPLYING)
+                self._finish("done")
+        elif plan == "held":
+            self._start_on_good("it failed validation or probation before")
+        else:
+            self._begin(Action("start", list(current), [], self.clock(), 0), VALIDATING)
+            self._stage_candidate()
+
+    def _start_on_good(self, why: str) -> None:
+        self.log.warning(f"the watched configuration is held back ({why}): starting on the "
+                         f"last-known-good {short(self.rollout.good)}", event="held",
+                         good=short(self.rollout.good))
+        self._on_good(self.applied, self.rollout.publish_good())
+        self.app.start()
+
+    def _on_good(self, snaps: list, good: list) -> None:
+        for index, snap in zip(self.staged, good):
+            snaps[index] = snap
+
+    def _begin(self, action: Action, state: str) -> None:
+        self.tokens += 1
+        action.token = self.tokens
+        self.action, self.state = action, state
+
     def consider(self, current: list) -> None:
         """The watches hashed `current`; act if it differs from what the app has."""
         if self.state != IDLE or self.stop:
@@ -76,34 +128,34 @@ class Changes:
         target = tuple(c.digest for c in current)
         if target == tuple(a.digest for a in self.applied) or target == self.rejected:
             return
-        changed, notes = [], []
-        for snap, old_snap, path in zip(current, self.applied, self.s.watches):
-            if snap.digest == old_snap.digest:
-                continue
-            old, new = old_snap.entries, snap.entries
-            changed_here = sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
-            changed.extend(changed_here)
-            notes.append((f"change in {path}: {names.text(changed_here, '(nothing visible)')} "
-                          f"{short(old_snap.digest)} -> {short(snap.digest)}",
-                          dict(event="change", watch=path, old=short(old_snap.digest),
-                               new=short(snap.digest), **names.field(changed_here))))
+        cid = self.config(current)
+        if cid is not None and cid != self.config(self.applied) and self.rollout.is_bad(cid):
+            return  # failed validation or probation before: only different content is tried
+        if self.s.splay and not self.splayed:
+            self.state = SPLAY  # replicas updated together do not all restart at once
+            delay = random.uniform(0, self.s.splay)
+            self.log.info(f"waiting {delay:.1f}s (--splay) before acting on a change", event="splay",
+                          delay=round(delay, 3))
+            self.timers.set("splay", delay, self._splay_over)
+            return
+        self.splayed = False
+        changed, notes = describe(current, self.applied, self.s.watches)
         self.stats.changes += 1
         self.stats.last_change = time.time()
-        self.tokens += 1
-        self.action = Action(self.s.on_change, list(current), changed, self.clock(), self.tokens)
-        if not self.s.validate and self.action.kind in INSTANT:
-            self.state = APPLYING
-            self._apply()  # the signal first: the app is waiting for it, the log lines are not
-            self._log_notes(notes)
+        action = Action(self.s.on_change, list(current), changed, self.clock(), 0)
+        if cid is not None and cid != self.config(self.applied):
+            self._log(notes)
+            self._begin(action, VALIDATING)
+            self._stage_candidate()
+        elif not self.s.validate and action.kind in INSTANT:
+            self._begin(action, APPLYING)
+            self.modes.apply(action)  # the signal first: the app is waiting, the log is not
+            self._log(notes)
             self._finish("done")
-            return
-        self._log_notes(notes)
-        if self.s.validate:
-            self.state = VALIDATING
-            self._run("validate", self.s.validate, self._validated)
         else:
-            self.state = APPLYING
-            self._apply()
+            self._log(notes)
+            self._begin(action, VALIDATING)
+            self._validate()
 
     def cancel(self) -> None:
         """The stop: nothing is applied any more. Called once, by the core."""
@@ -115,27 +167,43 @@ class Changes:
         if self.command is not None:
             self.command.kill()
             self.command = None
+        self.timers.cancel("splay")
+        self.probation.cancel()
+        self.modes.cancel()
+        self.app.hold_exits(None)
         self.state, self.action = STOPPED, None
 
     def on_webhook(self, token: int, ok: bool, detail: str) -> None:
         if self.state == APPLYING and self.action is not None and self.action.token == token:
             self._finish("done" if ok else "failed", detail)
 
-    # ---- internals --------------------------------------------------------------------------
-    def _log_notes(self, notes) -> None:
-        for message, fields in notes:
-            self.log.info(message, **fields)
+    # ---- the steps --------------------------------------------------------------------------
+    def _splay_over(self) -> None:
+        if self.state == SPLAY:
+            self.state, self.splayed = IDLE, True
+            self.on_idle()  # hash what changed during the splay; consider() acts on the newest
 
-    def _env(self) -> dict:
-        env = dict(os.environ)
-        env.update(names.env(self.action.changed))
-        if self.app.pid is not None:
-            env["CFGSUP_CHILD_PID"] = str(self.app.pid)
-        return env
+    def _stage_candidate(self) -> None:
+        """Copy SRC into DEST as a candidate the app cannot see yet; then validate it."""
+        try:
+            cid, snaps = self.rollout.stage_candidate()
+        except StageError as exc:  # DEST is full or read-only: the trigger failed, not the content
+            self._abort(f"cannot stage: {exc.strerror}")
+            return
+        except (ValueError, OSError) as exc:  # SRC cannot be read whole: not something to run
+            self._finish("rejected", str(exc))
+            return
+        for index, snap in zip(self.staged, snaps):
+            self.action.target[index] = snap
+        self.action.config = cid
+        self._validate()
 
-    def _run(self, purpose: str, command: str, done) -> None:
-        self.command = Command(self.procs, self.timers, self.fds, purpose, done)
-        self.command.start(command, self._env(), self.s.command_timeout, self.clock())
+    def _validate(self) -> None:
+        if not self.s.validate:
+            self._validated(True, "")
+            return
+        self.command = Command(self.procs, self.timers, self.fds, "validate", self._validated)
+        self.command.start(self.s.validate, self._env(), self.s.command_timeout, self.clock())
 
     def _validated(self, ok: bool, detail: str) -> None:
         self.command = None
@@ -145,52 +213,32 @@ class Changes:
             self._finish("rejected", detail)
             return
         self.log.debug("validation passed", event="validated")
+        if self.action.config is not None:
+            try:
+                self.rollout.publish("candidate")  # now, and only now, the app can see it
+            except StageError as exc:
+                self._abort(f"cannot publish: {exc.strerror}")
+                return
         self.state = APPLYING
-        kind = self.action.kind
-        self._apply()
-        if kind in INSTANT and self.state == APPLYING:
+        action = self.action
+        self.modes.apply(action)
+        if action.kind in INSTANT and self.action is action:
             self._finish("done")
 
-    def _apply(self) -> None:
-        """Bring the app to the action's content the way the mode says. Instant modes are
-        finished by the caller; the others finish through a callback."""
+    def _abort(self, detail: str) -> None:
+        """Staging failed for a reason that is not the content: nothing changed for the app;
+        the same content is tried again a little later."""
         action = self.action
-        kind = action.kind
-        if kind == "restart":
-            if not self.app.restart(action.changed, self._app_done):
-                self._finish("failed", "the app is not running")
-        elif kind == "exit":
-            if not self.app.exit_for_change(self._app_done):
-                self._finish("failed", "the app is not running")
-        elif kind == "signal":
-            self.app.signal(self.s.reload_signal)  # an app that is down reads the content at start
-        elif kind == "exec":
-            self._run("reload", self.s.reload_command, self._reloaded)
-        elif kind == "http":
-            self._call_webhooks(action)
-        elif kind == "probe":
-            self.unhealthy = (f"configuration changed ({names.text(action.changed, 'content')}); "
-                              f"waiting for the kubelet to restart the container")
+        self._count(action.kind, "failed")
+        self.log.error(f"{detail}; the app is left as it is, trying again in {STAGE_RETRY:g}s",
+                       event="stage-failed", detail=detail)
+        self.rollout.discard_candidate()
+        if action.kind == "start":  # nothing is published that passed validation: run the last good
+            self._start_on_good(detail) if self.rollout.good else self.app.abandon(EX_CONFIG)
+        self.state, self.action = IDLE, None
+        self.timers.set("stage-retry", STAGE_RETRY, self.on_idle)
 
-    def _call_webhooks(self, action: Action) -> None:
-        from .actions import post_webhooks
-
-        token = action.token
-        try:
-            self.start_thread(
-                post_webhooks, self.s.webhooks, self.s.webhook_method, self.s.webhook_retries,
-                self.s.webhook_timeout, action.changed,
-                lambda ok, detail: self.post(("webhook", token, ok, detail)),
-            )
-        except RuntimeError as exc:  # no thread to be had: count it, keep the app
-            self.post(("webhook", token, False, f"cannot start a thread: {exc}"))
-
-    def _app_done(self, ok: bool) -> None:
-        if self.state == APPLYING:
-            self._finish("done" if ok else "failed")
-
-    def _reloaded(self, ok: bool, detail: str) -> None:
-        self.command = None
+    def _applied(self, ok: bool, detail: str = "") -> None:
         if self.state == APPLYING:
             self._finish("done" if ok else "failed", detail)
 
@@ -199,26 +247,85 @@ class Changes:
         if self.state in (IDLE, STOPPED) or action is None:
             return
         took = self.clock() - action.started
-        key = (action.kind, result)
-        self.stats.actions[key] = self.stats.actions.get(key, 0) + 1
+        self._count(action.kind, result)
         if result == "rejected":
             self.stats.rejections += 1
             self.rejected = tuple(s.digest for s in action.target)
+            if action.config is not None:
+                self.rollout.mark_bad(action.config)  # gone from DEST, never tried again
             self.log.error(f"validation rejected the change, nothing applied: {detail}",
                            event="rejected", took=round(took, 4))
+            if action.kind == "start":
+                self.state, self.action = IDLE, None
+                if self.rollout.good:
+                    self._start_on_good("it failed validation")
+                else:
+                    self.log.error("the configuration fails validation and no earlier one is known "
+                                   f"good: exiting with {EX_CONFIG} (EX_CONFIG)", event="config-error")
+                    self.app.abandon(EX_CONFIG)
+                    return
+                self.on_idle()
+                return
         else:
             self.applied = list(action.target)
             self.rejected = None
             if result == "done":
                 self.stats.last_apply = time.time()
-            what = (f"sent {signal_name(self.s.reload_signal)}" if action.kind == "signal"
-                    else DONE_WHAT[action.kind])
-            log = self.log.info if result == "done" else self.log.error
-            log(f"{what} for {names.text(action.changed)} in {took * 1000:.1f} ms"
-                + (f" ({result}: {detail})" if result != "done" else ""),
-                event="action", action=action.kind, result=result, took=round(took, 4),
-                detail=detail or None, **names.field(action.changed),
-                signal=signal_name(self.s.reload_signal) if action.kind == "signal" else None)
+            report(self.log, action, self.modes.what(action), self.modes.signal_field(action),
+                   result, detail, took)
+        if (result == "done" and action.config is not None and not action.rollback
+                and action.kind not in LATER):
+            self.state = PROBATION
+            self.app.hold_exits(self.probation.app_exited)
+            self.probation.begin()
+            return
         self.state, self.action = IDLE, None
         # Whatever arrived meanwhile is folded into one follow-up on the newest content.
         self.on_idle()
+
+    def _proven(self, ok: bool, reason: str) -> None:
+        """The end of probation."""
+        action = self.action
+        self.app.hold_exits(None)
+        if ok:
+            self.rollout.accept()
+            self.log.info(f"configuration {short(action.config)} passed probation; it is the "
+                          f"last-known-good now", event="proven", config=short(action.config))
+        elif self.rollout.good is None:
+            self.log.error(f"configuration {short(action.config)} failed probation ({reason}), and "
+                           f"there is nothing to roll back to", event="probation-failed",
+                           config=short(action.config), reason=reason)
+            self.app.release()
+        else:
+            self._roll_back(action, reason)
+            return
+        self.state, self.action = IDLE, None
+        self.on_idle()
+
+    def _roll_back(self, failed: Action, reason: str) -> None:
+        self.stats.rollbacks += 1
+        try:
+            self.rollout.roll_back()
+        except StageError as exc:
+            self.log.error(f"cannot publish the last-known-good: {exc.strerror}", event="rollback-failed")
+        good = self.rollout.good
+        self.log.error(f"rolled back {short(failed.config)} -> {short(good)}: {reason}",
+                       event="rollback", bad=short(failed.config), good=short(good), reason=reason)
+        target = list(failed.target)
+        self._on_good(target, self.rollout.snapshots("good"))
+        action = Action(self.s.on_change, target, failed.changed, self.clock(), 0, good, rollback=True)
+        self._begin(action, APPLYING)
+        self.modes.apply(action)  # starting an app that is down finishes in here
+        if action.kind in INSTANT and self.action is action:
+            self._finish("done")
+
+    # ---- pieces -----------------------------------------------------------------------------
+    def _count(self, kind: str, result: str) -> None:
+        self.stats.actions[(kind, result)] = self.stats.actions.get((kind, result), 0) + 1
+
+    def _log(self, notes) -> None:
+        for message, fields in notes:
+            self.log.info(message, **fields)
+
+    def _env(self) -> dict:
+        return command_env(self.action, self.rollout, self.app.pid)

@@ -5,7 +5,6 @@ Any bad input is one line on stderr and exit code 2, before anything is started.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -63,6 +62,7 @@ REWRITE = _Parsed("FROM:TO", st.parse_rewrite)
 SECONDS = _Parsed("SECONDS", st.parse_duration)
 EXIT_CODE = _Parsed("CODE", st.parse_exit_code)
 ADDRESS = _Parsed("HOST:PORT", st.parse_host_port)
+STAGE = _Parsed("SRC:DEST", st.parse_stage)
 URL = _Parsed("URL", lambda text: st.parse_url(text).url)
 METHOD = _Parsed("METHOD", st.parse_method)
 
@@ -118,6 +118,17 @@ METHOD = _Parsed("METHOD", st.parse_method)
               help="Time limit for each webhook request as a whole (connect, send, answer).")
 @option("--change-exit-code", type=EXIT_CODE, default="0",
               help="Exit code with --on-change exit.")
+@option("--stage", type=STAGE, multiple=True, metavar="SRC:DEST",
+              help="Watch SRC and publish its content into DEST only once validated; roll back "
+                   "a configuration the app fails on. Repeatable.")
+@option("--min-uptime", type=SECONDS, default="10",
+              help="A staged change passes probation once the app stayed up this long.")
+@option("--verify", metavar="CMD", help="Command that must succeed once for a staged change to pass probation.")
+@option("--verify-timeout", type=SECONDS, default="30",
+              help="Time for --verify to succeed (retried every second) before a rollback.")
+@option("--keep", type=click.IntRange(1, 100), default=3, help="Generations kept in each DEST.")
+@option("--splay", type=SECONDS, default="0",
+              help="Wait a random delay below SECONDS before applying each change.")
 @option("--health-addr", type=ADDRESS, default=None,
               help="Serve /healthz, /readyz and /metrics on HOST:PORT.")
 @option("--ready-delay", type=SECONDS, default="0",
@@ -143,149 +154,15 @@ def command(**options):
     return dict(options, _given=given)
 
 
-def _check_useless(options: dict) -> None:
-    """Options that contradict each other, or that nothing would use: one line, exit 2. One set
-    through its CFGSUP_* variable counts like one on the command line (an image that sets
-    CFGSUP_WEBHOOK for every mode is as wrong as the command line would be)."""
-    if options["verbose"] and options["quiet"]:
-        raise click.UsageError("-v/--verbose and -q/--quiet contradict each other: give one of them")
-    mode, watching = options["on_change"], bool(options["watches"])
-    needs = (
-        (("on_change", "validate", "allow_missing", "poll", "debounce", "include", "exclude"),
-         watching, "--watch PATH"),
-        (("reload_signal",), mode == "signal", "--on-change signal"),
-        (("reload_command",), mode == "exec", "--on-change exec"),
-        (("webhooks", "webhook_method", "webhook_retries", "webhook_timeout"), mode == "http",
-         "--on-change http"),
-        (("change_exit_code",), mode == "exit", "--on-change exit"),
-        (("command_timeout",), bool(options["validate"]) or mode == "exec",
-         "--validate or --on-change exec"),
-        (("restart_backoff",), options["on_exit"] == "restart" or (watching and mode == "restart"),
-         "--on-exit restart or --on-change restart"),
-        (("ready_delay",), bool(options["health_addr"]), "--health-addr"),
-    )
-    for names, used, what in needs:
-        for name in names if not used else ():
-            if name in options["_given"]:
-                flag, envvar = options["_given"][name]
-                origin = f" (set by {envvar})" if envvar else ""
-                raise click.UsageError(f"{flag}{origin} does nothing without {what}")
-
-
-_MISSING = object()
-
-
-def _access_problem(path: str):
-    """Why cfgsup could not watch `path`, in the OS's words; _MISSING if it does not exist (a
-    dangling link included); None if it can be watched. A directory must be listable and
-    searchable, a regular file readable. What is inside a directory is not looked at here:
-    an unreadable file in it is a warning and part of the digest, not a usage error."""
-    import stat
-
-    try:
-        st_mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return _MISSING
-    except OSError as exc:
-        return exc.strerror + _who_cannot(path, exc)
-    doing = "read the file"
-    try:
-        if stat.S_ISDIR(st_mode):
-            doing = "list the directory"
-            with os.scandir(path):
-                pass
-            doing = "search the directory"
-            os.stat(os.path.join(path, "."))  # needs search (x) permission on the directory
-        elif stat.S_ISREG(st_mode):
-            os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK))
-    except OSError as exc:
-        return exc.strerror + _who_cannot(path, exc, doing)
-    return None
-
-
-def _who_cannot(path: str, exc: OSError, doing: str = "") -> str:
-    """For a permission error: which directory on the way cannot be searched (or else what
-    `doing` on the path itself was refused), and for which uid."""
-    import errno
-
-    if exc.errno != errno.EACCES:
-        return ""
-    uid = os.geteuid()
-    here, steps = os.path.abspath(path), []
-    while True:
-        steps.append(here)
-        parent = os.path.dirname(here)
-        if parent == here:
-            break
-        here = parent
-    for directory in reversed(steps[1:]):  # from / down to the path's own directory
-        if not os.access(directory, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-            return f" (uid {uid} cannot search {directory})"
-    return f" (uid {uid} cannot {doing})" if doing else ""
-
-
-def _settings(options: dict) -> st.Settings:
-    """Cross-option checks click cannot express; raises click.UsageError."""
-    if not options["command"]:
-        raise click.UsageError("no command given: cfgsup [OPTIONS] -- COMMAND [ARGS]...")
-    mode = options["on_change"]
-    if mode == "exec" and not options["reload_command"]:
-        raise click.UsageError("--on-change exec needs --reload-command CMD")
-    if mode == "http" and not options["webhooks"]:
-        raise click.UsageError("--on-change http needs at least one --webhook URL")
-    if mode == "probe" and not options["health_addr"]:
-        raise click.UsageError("--on-change probe needs --health-addr HOST:PORT (the probe reads /healthz)")
-    if options["poll"] is not None and options["poll"] <= 0:
-        raise click.UsageError("--poll must be more than 0 seconds")
-    if options["webhook_timeout"] <= 0:
-        raise click.UsageError("--webhook-timeout must be more than 0 seconds")
-    for path in options["watches"]:
-        problem = _access_problem(path)
-        if problem is _MISSING:
-            if not options["allow_missing"]:
-                raise click.UsageError(f"watched path {path!r} does not exist (use --allow-missing to wait for it)")
-        elif problem:
-            raise click.UsageError(f"watched path {path!r} cannot be accessed: {problem}")
-        _refuse_special(path)
-    for flag in ("validate", "reload_command"):
-        if options[flag]:
-            import shlex
-
-            try:
-                if not shlex.split(options[flag]):
-                    raise ValueError("empty command")
-            except ValueError as exc:
-                raise click.UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
-    _check_useless(options)
-    # Click's parameter names are the Settings field names; only a few need converting.
-    values = {name: options[name] for name in st.Settings._fields if name in options}
-    values.update(
-        command=tuple(options["command"]),
-        expect_exit=frozenset(options["expect_exit"]),
-        log_level=10 if options["verbose"] else 30 if options["quiet"] else 20,
-    )
-    for name in ("rewrite", "watches", "include", "exclude", "webhooks"):
-        values[name] = tuple(values[name])
-    return st.Settings(**values)
-
-
-def _refuse_special(path: str) -> None:
-    """A FIFO or device as the watched path would block start-up or be read without end."""
-    from .tree import special_kind
-
-    kind = special_kind(path)
-    if kind:
-        raise click.UsageError(f"watched path {path!r} is {kind}: only directories and regular "
-                               f"files can be watched")
-
-
 def parse(argv: list[str]) -> st.Settings | int:
     """Settings, or an exit code when there is nothing to run (--help, --version, bad input)."""
     try:
         result = command.main(argv, prog_name="cfgsup", standalone_mode=False)
         if not isinstance(result, dict):
             return 0  # --help or --version printed
-        return _settings(result)
+        from .usage import settings_from
+
+        return settings_from(result)
     except click.exceptions.Abort:
         return USAGE_ERROR
     except click.ClickException as exc:

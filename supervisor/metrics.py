@@ -73,6 +73,13 @@ def families(state: dict, core) -> list:
         actions,
         core.CounterMetricFamily("cfgsup_validation_rejections", "Changes rejected by --validate.",
                                  value=s["rejections"]),
+        core.CounterMetricFamily("cfgsup_rollbacks", "Staged configurations rolled back after "
+                                 "the app failed on them.", value=s["rollbacks"]),
+        core.GaugeMetricFamily("cfgsup_config_held", "1 while the app runs on other content than "
+                               "the watched one, which failed validation or probation.",
+                               value=int(s["held"])),
+        core.GaugeMetricFamily("cfgsup_probation", "1 while a staged configuration is on probation.",
+                               value=int(s["probation"])),
         core.CounterMetricFamily("cfgsup_child_restarts", "Times the app was started again.",
                                  value=s["restarts"]),
         core.CounterMetricFamily("cfgsup_orphans_reaped", "Processes reaped other than the app.",

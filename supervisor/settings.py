@@ -46,9 +46,20 @@ class Settings(NamedTuple):
     webhook_retries: int = 3
     webhook_timeout: float = 5.0
     change_exit_code: int = 0
+    # safe apply (--stage)
+    stage: tuple[tuple[str, str], ...] = ()  # (SRC, DEST); every SRC is in `watches` too
+    min_uptime: float = 10.0
+    verify: str | None = None
+    verify_timeout: float = 30.0
+    keep: int = 3
+    splay: float = 0.0
     # Kubernetes
     health_addr: tuple[str, int] | None = None
     ready_delay: float = 0.0
+
+    @property
+    def stage_sources(self) -> tuple[str, ...]:
+        return tuple(src for src, _dest in self.stage)
 
     def rewritten(self, signo: int) -> int:
         """The signal to forward for `signo` (0: drop it)."""
@@ -120,6 +131,14 @@ def parse_duration(text: str, what: str = "duration") -> float:
     if value > MAX_DURATION:
         raise ValueError(f"{what} must be at most 24 days (24d), got {text!r}")
     return value
+
+
+def parse_stage(text: str) -> tuple[str, str]:
+    """`SRC:DEST` for --stage: two directories (the last `:` splits them)."""
+    src, sep, dest = text.rpartition(":")
+    if not sep or not src or not dest:
+        raise ValueError(f"--stage takes SRC:DEST (the mounted volume, the directory the app reads), got {text!r}")
+    return src, dest
 
 
 def parse_exit_code(text: str) -> int:

@@ -35,6 +35,7 @@ class Stats:
         self.changes = 0
         self.actions: dict = {}   # (kind, result) -> count
         self.rejections = 0
+        self.rollbacks = 0
         self.restarts = 0
         self.last_change = 0.0
         self.last_apply = 0.0
@@ -55,8 +56,15 @@ class Supervisor:
         self.stats = Stats()
         self.procs = Processes(self.sys, self.stop, log)
         self.app = App(settings, self.procs, timers, log, self.stats, clock, self._app_done)
+        self.rollout = None
+        if settings.stage:
+            from .rollout import Rollout
+            from .stage import Stage
+
+            self.rollout = Rollout([Stage(src, dest) for src, dest in settings.stage], settings.keep,
+                                   self.sys.snapshot, settings.include, settings.exclude)
         self.changes = Changes(settings, self.app, self.procs, timers, self.loop, log, self.stats, clock,
-                               self.sys.start_thread, self.loop.post)
+                               self.sys.start_thread, self.loop.post, self.rollout)
         self.watches = Watches(settings, self.sys, timers, log, lambda: self.changes.busy,
                                self._content, self.loop.post)
         self.changes.on_idle = self.watches.refresh_dirty
@@ -73,12 +81,16 @@ class Supervisor:
         """Everything before the loop runs: hash, start the app, serve health, plan the watches.
         Returns an exit code when there is nothing to run."""
         try:
+            for stage in self.rollout.stages if self.rollout else ():
+                stage.check()
             self.watches.add()  # hash before the app starts: that is the content it starts with
+        except ValueError as exc:
+            self.log.error(str(exc), event="usage")
+            return 2
         except OSError as exc:
             self.log.error(f"cannot read the watched paths: {reason(exc)}", event="usage")
             return 2
-        self.changes.applied = self.watches.current()
-        self.app.start()
+        self.changes.start(self.watches.current())  # with --stage, maybe after a validation
         if self.app.state == DONE:
             return self.app.code
         if self.health_socket is not None:
@@ -159,6 +171,9 @@ class Supervisor:
             "changes": st.changes,
             "actions": dict(st.actions),
             "rejections": st.rejections,
+            "rollbacks": st.rollbacks,
+            "held": bool(self.rollout) and self.changes.held(self.watches.current()),
+            "probation": self.changes.state == "probation",
             "restarts": st.restarts,
             "orphans": self.procs.orphans,
             "last_change": st.last_change,

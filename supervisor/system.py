@@ -49,7 +49,7 @@ class System:
         return pinned_mount(path)
 
     def poll_signature(self, root, only):
-        from .watcher import poll_signature
+        from .tree import poll_signature
 
         return poll_signature(root, only)
 

@@ -120,11 +120,6 @@ def _close_stray_inotify_fds() -> None:
             continue
 
 
-# Polling walks exactly what the digest reads, with the digest's own loop-safe walk: it lives with
-# that walk now. The loop still imports it from here.
-from .tree import poll_signature  # noqa: E402,F401
-
-
 def pinned_mount(path: str) -> bool:
     """True when `path` is a bind mount of its own that pins one file (or one payload dir): how a
     Kubernetes subPath mount (or a docker single-file bind mount) appears. Such a mount keeps the

@@ -22,7 +22,8 @@ from supervisor import health, http1, metrics
 STATE = {
     "child_up": True, "child_started": 0.0, "stopping": None, "ready_delay": 0.0,
     "unhealthy": None, "changes": 2, "actions": {("signal", "done"): 1, ("signal", "rejected"): 1},
-    "rejections": 1, "restarts": 0, "orphans": 3, "last_change": 1700000000.25,
+    "rejections": 1, "rollbacks": 0, "held": False, "probation": False,
+    "restarts": 0, "orphans": 3, "last_change": 1700000000.25,
     "last_apply": 1700000000.5, "watches": [("/etc/config", "ab" * 16, "inotify")],
 }
 

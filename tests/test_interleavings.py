@@ -71,8 +71,16 @@ class Model:
             if h.sys.threads:
                 h.webhook_result(ok, "answer", index=min(index, len(h.sys.threads) - 1))
         elif kind == "time":
+            self.kernel_kills()
             h.advance(arg)
         self.check()
+
+    def kernel_kills(self):
+        """What the kernel does with a SIGKILL between two steps: the process is gone."""
+        h = self.h
+        for pid in list(h.sup.procs.owners):
+            if pid != h.child and (pid, signal.SIGKILL, True) in h.sys.sent:
+                h.exit(pid, killed(signal.SIGKILL))
 
     def check(self):
         h = self.h
@@ -92,6 +100,7 @@ class Model:
         """Let everything run out: helpers finish, stopping apps exit, webhooks answer."""
         h = self.h
         for _ in range(60):
+            self.kernel_kills()
             if h.sup.finished():
                 break
             helpers = [p for p in h.sup.procs.owners if p != h.child]
