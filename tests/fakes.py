@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import queue
+import signal
 
 from supervisor.child import SpawnError
+from kubelet import KubeletVolume
 from supervisor.digest import MISSING, Snapshot
+from supervisor.digest import snapshot as real_snapshot
 from supervisor.logs import Log
 from supervisor.settings import Settings
 from supervisor.supervise import Supervisor
@@ -165,7 +169,8 @@ class Harness:
 
     @property
     def helper(self):
-        command = self.sup.changes.command
+        changes = self.sup.changes
+        command = changes.command or changes.probation.command or changes.modes.command
         return command.helper if command is not None else None
 
     @property
@@ -205,3 +210,63 @@ class Harness:
 
     def log(self):
         return self.log_stream.getvalue()
+
+
+class FsSystem(FakeSystem):
+    """Fake processes on real files, for --stage, which copies and publishes real directories.
+    It records what the app was started or signalled on: DEST's app.conf at that moment."""
+
+    def __init__(self, dest):
+        super().__init__()
+        self.dest = dest
+        self.ran = []             # (how, content) each time the app was started or signalled
+
+    def _app_sees(self):
+        try:
+            with open(os.path.join(self.dest, "app.conf")) as fh:
+                return fh.read()
+        except OSError:
+            return None
+
+    def spawn_app(self, argv, env, previous=0):
+        pid = super().spawn_app(argv, env, previous)
+        self.ran.append(("start", self._app_sees()))
+        return pid
+
+    def send(self, pid, signo, group):
+        if signo == signal.SIGHUP and pid in [p for p, _ in self.spawned]:
+            self.ran.append(("signal", self._app_sees()))
+        return super().send(pid, signo, group)
+
+    def helper(self, purpose, command, env, timeout, now):
+        if purpose == "reload":  # exec mode: the reload command makes the app read its config
+            self.ran.append(("reload", self._app_sees()))
+        return super().helper(purpose, command, env, timeout, now)
+
+    def snapshot(self, root, only=None, include=(), exclude=()):
+        self.hashes += 1
+        return real_snapshot(root, only, include, exclude)
+
+    isdir = staticmethod(os.path.isdir)
+
+    def poll_signature(self, root, only):
+        return ("kubelet", os.readlink(os.path.join(root, "..data")))
+
+
+class StagedHarness(Harness):
+    """A Supervisor with `--stage SRC:DEST` over real directories, processes faked."""
+
+    def __init__(self, tmp_path, payload=None, **options):
+        self.volume = KubeletVolume(tmp_path / "src", payload or {"app.conf": "v1"})
+        dest = str(tmp_path / "dest")
+        options.setdefault("min_uptime", 10.0)
+        super().__init__(FsSystem(dest), stage=((self.volume.path, dest),),
+                         watches=(self.volume.path,), **options)
+
+    def swap(self, content, index=0):
+        if self.volume.write({"app.conf": content}):
+            self.events.put(("fs", index, True))
+            self.drain()
+
+    def published(self):
+        return self.sys._app_sees()

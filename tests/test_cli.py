@@ -53,6 +53,18 @@ from supervisor.settings import parse_duration, parse_host_port, parse_signal, p
     (["--stop-timeout", "2592000", "--", "true"], "at most 24 days"),
     (["--command-timeout", "1e7", "--", "true"], "at most 24 days"),
     (["--poll", "1e7", "--", "true"], "at most 24 days"),
+    # safe apply: nothing to roll back to without a stage
+    (["--min-uptime", "5", "--", "true"], "--min-uptime does nothing without --stage"),
+    (["--verify", "true", "--", "true"], "--verify does nothing without --stage"),
+    (["--verify-timeout", "5", "--", "true"], "does nothing without --stage"),
+    (["--keep", "5", "--", "true"], "--keep does nothing without --stage"),
+    (["--splay", "5", "--", "true"], "--splay does nothing without --watch"),
+    (["--stage", "nocolon", "--", "true"], "SRC:DEST"),
+    (["--stage", "/no/such/src:/tmp/dest", "--", "true"], "does not exist"),
+    (["--stage", "/etc/hostname:/tmp/dest", "--", "true"], "is not a directory"),
+    (["--watch", "/tmp", "--stage", "/tmp:/var/tmp/x", "--", "true"], "both --watch and a --stage SRC"),
+    (["--stage", "/etc:/tmp/d", "--stage", "/usr:/tmp/d", "--", "true"], "same DEST"),
+    (["--stage", "/etc:/tmp/d", "--verify", "", "--", "true"], "--verify: empty command"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     assert cli.main(argv) == 2
@@ -152,6 +164,14 @@ def test_signal_spellings(text, number):
 def test_bad_signals(text):
     with pytest.raises(ValueError):
         parse_signal(text)
+
+
+def test_stage_options():
+    settings = cli.parse(["--stage", "/etc:/tmp/cfgsup-d", "--watch", "/usr", "--verify", "true",
+                          "--min-uptime", "2", "--keep", "5", "--splay", "30s", "--", "true"])
+    assert settings.stage == (("/etc", "/tmp/cfgsup-d"),) and settings.watches == ("/usr", "/etc")
+    assert settings.min_uptime == 2 and settings.keep == 5 and settings.splay == 30
+    assert settings.stage_sources == ("/etc",)
 
 
 def test_longest_durations_and_units():

@@ -14,11 +14,26 @@ from supervisor import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.yaml")))
+RULES = os.path.join(ROOT, "examples", "prometheus-rules.yaml")
+MANIFESTS = [p for p in EXAMPLES if p != RULES]  # the Kubernetes objects of the core API
 
 
 def documents(path):
     with open(path) as fh:
         return [doc for doc in yaml.safe_load_all(fh) if doc]
+
+
+def parse_with_stand_in_paths(command, tmp_path):
+    """cfgsup's own parse of a manifest's command line; a --stage SRC must exist at start, so it
+    is pointed at a scratch directory of the same name (the mounts do not exist here)."""
+    args = []
+    for arg in command[1:]:
+        if arg.startswith("--stage="):
+            src, dest = arg[len("--stage="):].rsplit(":", 1)
+            os.makedirs(str(tmp_path) + src, exist_ok=True)
+            arg = f"--stage={tmp_path}{src}:{tmp_path}{dest}"
+        args.append(arg)
+    return cli.parse(["--allow-missing", *args])
 
 
 def test_every_mode_has_an_example():
@@ -32,14 +47,14 @@ def test_every_mode_has_an_example():
     assert any("tls" in os.path.basename(p) for p in EXAMPLES)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+@pytest.mark.parametrize("path", MANIFESTS, ids=os.path.basename)
 def test_manifest_is_valid_kubernetes(path):
     for doc in documents(path):
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
-def test_manifest_uses_cfgsup_correctly(path):
+@pytest.mark.parametrize("path", MANIFESTS, ids=os.path.basename)
+def test_manifest_uses_cfgsup_correctly(path, tmp_path):
     deployments = [d for d in documents(path) if d["kind"] == "Deployment"]
     assert deployments
     for deployment in deployments:
@@ -50,14 +65,23 @@ def test_manifest_uses_cfgsup_correctly(path):
             command = container["command"]
             assert command[0] == "cfgsup"
             # The options parse as cfgsup parses them (the mounts do not exist on this machine).
-            settings = cli.parse(["--allow-missing", *command[1:]])
+            settings = parse_with_stand_in_paths(command, tmp_path)
             assert not isinstance(settings, int), command
             # The kubelet's SIGKILL must not come before cfgsup's own escalation.
             assert pod["terminationGracePeriodSeconds"] > settings.stop_timeout
             mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
-            for watch in settings.watches:
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            watched = [a.split("=", 1)[1] for a in command if a.startswith("--watch=")]
+            stages = [a[len("--stage="):].rsplit(":", 1) for a in command if a.startswith("--stage=")]
+            for watch in watched + [src for src, _dest in stages]:
                 assert watch in mounts, f"{watch} is not a mounted volume"
                 assert "subPath" not in mounts[watch], "subPath mounts never update"
+            for src, dest in stages:
+                source = volumes[mounts[src]["name"]]
+                assert {"configMap", "secret", "projected"} & set(source), f"{src}: stage a mounted ConfigMap or Secret"
+                assert dest in mounts and "emptyDir" in volumes[mounts[dest]["name"]], \
+                    f"{dest}: the stage is an emptyDir, which outlives the container and keeps the last-known-good"
+                assert not mounts[dest].get("readOnly"), f"{dest}: cfgsup writes the stage"
             ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
             probes = [container.get(k) for k in ("readinessProbe", "livenessProbe") if container.get(k)]
             if settings.health_addr:
@@ -69,6 +93,49 @@ def test_manifest_uses_cfgsup_correctly(path):
                 assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
             if settings.on_change == "restart":
                 assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+PROMTOOL = __import__("shutil").which("promtool")
+
+# For each alert, series under which it must fire and a moment it must not (promtool's unit-test
+# format), so the rules are known to say what they mean, not only to parse.
+SERIES = {
+    'cfgsup_rollbacks_total{pod="shop-1"}': "0 0 1 1 1",
+    'cfgsup_config_held{pod="shop-1"}': "1x15",
+    'cfgsup_validation_rejections_total{pod="shop-1"}': "0 1 1",
+    'cfgsup_child_restarts_total{pod="api-1"}': "0 2 4 6 8",
+}
+FIRES = {"CfgsupRolledBack": ("shop-1", "4m", "1m"), "CfgsupConfigHeldBack": ("shop-1", "12m", "5m"),
+         "CfgsupValidationRejected": ("shop-1", "2m", "0m"), "CfgsupAppRestarting": ("api-1", "4m", "1m")}
+
+
+def rule_tests(rule) -> str:
+    checks = []
+    for entry in rule["spec"]["groups"][0]["rules"]:
+        pod, fires, quiet = FIRES[entry["alert"]]
+        notes = {k: v.replace("{{ $labels.pod }}", pod) for k, v in entry["annotations"].items()}
+        checks.append({"eval_time": fires, "alertname": entry["alert"], "exp_alerts": [
+            {"exp_labels": {"pod": pod, **entry["labels"]}, "exp_annotations": notes}]})
+        checks.append({"eval_time": quiet, "alertname": entry["alert"], "exp_alerts": []})
+    return yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": [{"series": k, "values": v} for k, v in SERIES.items()],
+        "alert_rule_test": checks}]})
+
+
+@pytest.mark.skipif(not PROMTOOL and not os.environ.get("CI"), reason="needs promtool (Debian package prometheus)")
+def test_prometheus_rules_pass_promtool_and_fire_when_they_should(tmp_path):
+    assert PROMTOOL, "CI installs promtool (.ci/run)"
+    (rule,) = documents(RULES)
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    (tmp_path / "tests.yaml").write_text(rule_tests(rule))
+    import subprocess
+
+    for args in (["check", "rules", "rules.yaml"], ["test", "rules", "tests.yaml"]):
+        done = subprocess.run([PROMTOOL, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    names = {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
+    assert names == {"CfgsupRolledBack", "CfgsupConfigHeldBack", "CfgsupValidationRejected", "CfgsupAppRestarting"}
 
 
 def test_dockerfile_example_shape():
