@@ -21,7 +21,7 @@ from .commands import Command
 from .action import Action, command_env, describe, report
 from .app import UP
 from .digest import MISSING, short
-from .modes import INSTANT, Modes
+from .modes import Modes
 from .probation import Probation
 from .rollout import config_id
 from .stage import StageError
@@ -147,7 +147,7 @@ class Changes:
             self._log(notes)
             self._begin(action, VALIDATING)
             self._stage_candidate()
-        elif not self.s.validate and action.kind in INSTANT:
+        elif not self.s.validate and self.modes.instant(action.kind):
             self._begin(action, APPLYING)
             self.modes.apply(action)  # the signal first: the app is waiting, the log is not
             self._log(notes)
@@ -222,7 +222,7 @@ class Changes:
         self.state = APPLYING
         action = self.action
         self.modes.apply(action)
-        if action.kind in INSTANT and self.action is action:
+        if self.modes.instant(action.kind) and self.action is action:
             self._finish("done")
 
     def _abort(self, detail: str) -> None:
@@ -316,7 +316,7 @@ class Changes:
         action = Action(self.s.on_change, target, failed.changed, self.clock(), 0, good, rollback=True)
         self._begin(action, APPLYING)
         self.modes.apply(action)  # starting an app that is down finishes in here
-        if action.kind in INSTANT and self.action is action:
+        if self.modes.instant(action.kind) and self.action is action:
             self._finish("done")
 
     # ---- pieces -----------------------------------------------------------------------------

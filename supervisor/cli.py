@@ -133,6 +133,10 @@ METHOD = _Parsed("METHOD", st.parse_method)
               help="Serve /healthz, /readyz and /metrics on HOST:PORT.")
 @option("--ready-delay", type=SECONDS, default="0",
               help="Seconds after each (re)start during which /readyz still answers 503.")
+@option("--target", metavar="NAME",
+              help="Sidecar mode: the app is the oldest process named NAME in the pod.")
+@option("--probe-hold", type=SECONDS, default="60",
+              help="Sidecar probe mode without --target: how long /healthz stays 503 after a change.")
 @option("--log-format", type=click.Choice(st.LOG_FORMATS), default="text", help="Log line format.")
 @option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")

@@ -49,7 +49,9 @@ def verdicts(state: dict, now: float) -> tuple[tuple[int, str], tuple[int, str]]
         health = (503, "the app is not running")
     else:
         health = (200, "ok")
-    if not state["child_up"]:
+    if state.get("sidecar"):  # no app of its own: ready once the watches are in place
+        ready = (200, "ok") if state["watching"] else (503, "the watches are not in place yet")
+    elif not state["child_up"]:
         ready = (503, "the app is not running")
     elif state["stopping"]:
         ready = (503, f"the app is being stopped ({state['stopping']})")

@@ -34,13 +34,22 @@ class Modes:
         self.command: Command | None = None
 
     def what(self, action) -> str:
-        what = f"sent {signal_name(self.s.reload_signal)}" if action.kind == "signal" else WHAT[action.kind]
+        if action.kind == "signal":
+            what = f"sent {signal_name(self.s.reload_signal)}"
+        elif not self.s.command and action.kind == "restart":  # sidecar mode
+            what = f"stopped {self.s.target} for the kubelet to restart its container"
+        elif not self.s.command and action.kind == "probe":
+            what = "saw the app's container restarted" if self.s.target else "held /healthz at 503"
+        else:
+            what = WHAT[action.kind]
         return ("rollback: " + what) if action.rollback else what
 
     def signal_field(self, action) -> str | None:
         return signal_name(self.s.reload_signal) if action.kind == "signal" else None
 
     def cancel(self) -> None:
+        if hasattr(self.app, "cancel"):  # sidecar mode: a restart or a probe being waited for
+            self.app.cancel()
         if self.command is not None:
             self.command.kill()
             self.command = None
@@ -52,16 +61,15 @@ class Modes:
             self.done(app.state == UP, "" if app.state == UP else "the app did not start")
         elif action.rollback and app.state in DOWN and kind != "exit":
             # The app exited on probation: start it again, now on the last-known-good.
-            if not app.restart(action.changed, self._app_done):
-                self.done(False, "the app cannot be started")
+            self._started(app.restart(action.changed, self._app_done), "the app cannot be started")
         elif kind == "restart":
-            if not app.restart(action.changed, self._app_done):
-                self.done(False, "the app is not running")
+            self._started(app.restart(action.changed, self._app_done), "the app is not running")
         elif kind == "exit":
-            if not app.exit_for_change(self._app_done):
-                self.done(False, "the app is not running")
+            self._started(app.exit_for_change(self._app_done), "the app is not running")
         elif kind == "signal":
-            app.signal(self.s.reload_signal)  # an app that is down reads the content at start
+            problem = app.signal(self.s.reload_signal)  # an app that is down reads it at start
+            if isinstance(problem, str):  # sidecar mode: no target to signal
+                self.done(False, problem)
         elif kind == "exec":
             self.command = Command(self.procs, self.timers, self.fds, "reload", self._reloaded)
             self.command.start(self.s.reload_command, self.env(), self.s.command_timeout, self.clock())
@@ -70,6 +78,20 @@ class Modes:
         elif kind == "probe":
             self.unhealthy = (f"configuration changed ({names.text(action.changed, 'content')}); "
                               f"waiting for the kubelet to restart the container")
+            if not self.instant(kind):  # a sidecar: healthy again once the app was restarted
+                app.await_restart(self._restarted)
+
+    def instant(self, kind: str) -> bool:
+        """Done as soon as applied. Probe mode waits for the restart in sidecar mode."""
+        return kind in INSTANT and not (kind == "probe" and not self.s.command)
+
+    def _started(self, result, otherwise: str) -> None:
+        if result is not True:
+            self.done(False, result if isinstance(result, str) else otherwise)
+
+    def _restarted(self, _ok: bool) -> None:
+        self.unhealthy = None
+        self.done(True, "")
 
     def _app_done(self, ok: bool) -> None:
         self.done(ok, "")

@@ -56,6 +56,9 @@ class Settings(NamedTuple):
     # Kubernetes
     health_addr: tuple[str, int] | None = None
     ready_delay: float = 0.0
+    # sidecar mode (no command)
+    target: str | None = None
+    probe_hold: float = 60.0
 
     @property
     def stage_sources(self) -> tuple[str, ...]:

@@ -55,7 +55,12 @@ class Supervisor:
         self.stop = Stop()
         self.stats = Stats()
         self.procs = Processes(self.sys, self.stop, log)
-        self.app = App(settings, self.procs, timers, log, self.stats, clock, self._app_done)
+        if settings.command:
+            self.app = App(settings, self.procs, timers, log, self.stats, clock, self._app_done)
+        else:  # sidecar mode: the app, if any, is a process of another container
+            from .targets import Sidecar
+
+            self.app = Sidecar(settings, self.procs, timers, self.loop, log, clock, self._app_done)
         self.rollout = None
         if settings.stage:
             from .rollout import Rollout
@@ -163,7 +168,9 @@ class Supervisor:
         """Hand the health thread a fresh, immutable view of the state."""
         st, app = self.stats, self.app
         self.state = {
-            "child_up": app.pid is not None,
+            "child_up": app.pid is not None if self.s.command else True,
+            "sidecar": not self.s.command,
+            "watching": all(w.mode != "pending" for w in self.watches.list),
             "child_started": app.started,
             "stopping": app.why,
             "ready_delay": self.s.ready_delay,

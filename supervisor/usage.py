@@ -18,6 +18,7 @@ def _check_useless(options: dict) -> None:
     if options["verbose"] and options["quiet"]:
         raise click.UsageError("-v/--verbose and -q/--quiet contradict each other: give one of them")
     mode, watching = options["on_change"], bool(options["watches"] or options["stage"])
+    app, sidecar = bool(options["command"]), not options["command"]
     needs = (
         (("on_change", "validate", "allow_missing", "poll", "debounce", "include", "exclude"),
          watching, "--watch PATH or --stage SRC:DEST"),
@@ -34,6 +35,12 @@ def _check_useless(options: dict) -> None:
         # nothing to roll back to without a stage
         (("min_uptime", "verify", "verify_timeout", "keep"), bool(options["stage"]), "--stage SRC:DEST"),
         (("splay",), watching, "--watch PATH or --stage SRC:DEST"),
+        # sidecar mode: no app of ours to restart, wait for or stop, unless there is a target
+        (("on_exit", "expect_exit", "rewrite"), app, "a COMMAND (sidecar mode has no app of its own)"),
+        (("target",), sidecar, "sidecar mode (no COMMAND)"),
+        (("stop_signal", "stop_timeout", "group"), app or bool(options["target"]), "a COMMAND or --target NAME"),
+        (("probe_hold",), sidecar and mode == "probe" and not options["target"],
+         "--on-change probe in sidecar mode without --target"),
     )
     for names, used, what in needs:
         for name in names if not used else ():
@@ -95,11 +102,28 @@ def _who_cannot(path: str, exc: OSError, doing: str = "") -> str:
     return f" (uid {uid} cannot {doing})" if doing else ""
 
 
+def _check_sidecar(options: dict, mode: str) -> None:
+    """No COMMAND: sidecar mode. It acts on a process of another container (--target), over
+    HTTP, or through /healthz; a mode that needs an app of its own makes no sense there."""
+    if options["stage"]:
+        raise click.UsageError("--stage needs a COMMAND: a rollback needs to see the app exit")
+    if not options["watches"]:
+        raise click.UsageError("no command given, and no --watch: cfgsup [OPTIONS] -- COMMAND [ARGS]... "
+                               "(or, as a sidecar with no command, --watch PATH)")
+    if mode == "exit":
+        raise click.UsageError("--on-change exit in sidecar mode would only restart cfgsup's own "
+                               "container: use --on-change restart --target NAME")
+    if mode in ("signal", "restart") and not options["target"]:
+        default = " (the default)" if mode == "restart" else ""
+        raise click.UsageError(f"--on-change {mode}{default} needs --target NAME in sidecar mode (no "
+                               f"COMMAND): the process to {'signal' if mode == 'signal' else 'restart'}")
+
+
 def settings_from(options: dict) -> st.Settings:
     """Cross-option checks click cannot express; raises click.UsageError."""
-    if not options["command"]:
-        raise click.UsageError("no command given: cfgsup [OPTIONS] -- COMMAND [ARGS]...")
     mode = options["on_change"]
+    if not options["command"]:
+        _check_sidecar(options, mode)
     if mode == "exec" and not options["reload_command"]:
         raise click.UsageError("--on-change exec needs --reload-command CMD")
     if mode == "http" and not options["webhooks"]:

@@ -65,6 +65,15 @@ from supervisor.settings import parse_duration, parse_host_port, parse_signal, p
     (["--watch", "/tmp", "--stage", "/tmp:/var/tmp/x", "--", "true"], "both --watch and a --stage SRC"),
     (["--stage", "/etc:/tmp/d", "--stage", "/usr:/tmp/d", "--", "true"], "same DEST"),
     (["--stage", "/etc:/tmp/d", "--verify", "", "--", "true"], "--verify: empty command"),
+    # sidecar mode (no COMMAND)
+    (["--watch", "/tmp"], "--on-change restart (the default) needs --target NAME in sidecar mode"),
+    (["--watch", "/tmp", "--on-change", "signal"], "--on-change signal needs --target NAME"),
+    (["--watch", "/tmp", "--on-change", "exit"], "would only restart cfgsup's own container"),
+    (["--stage", "/etc:/tmp/d", "--on-change", "none"], "--stage needs a COMMAND"),
+    (["--target", "nginx", "--", "true"], "--target does nothing without sidecar mode"),
+    (["--watch", "/tmp", "--on-change", "none", "--on-exit", "restart"], "--on-exit does nothing without a COMMAND"),
+    (["--watch", "/tmp", "--on-change", "none", "--stop-timeout", "3"], "--stop-timeout does nothing without a COMMAND or --target"),
+    (["--watch", "/tmp", "--on-change", "signal", "--target", "x", "--probe-hold", "3"], "--probe-hold does nothing"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     assert cli.main(argv) == 2
@@ -164,6 +173,16 @@ def test_signal_spellings(text, number):
 def test_bad_signals(text):
     with pytest.raises(ValueError):
         parse_signal(text)
+
+
+def test_sidecar_settings():
+    settings = cli.parse(["--watch", "/tmp", "--on-change", "signal", "--target", "nginx", "-g"])
+    assert settings.command == () and settings.target == "nginx" and settings.group
+    settings = cli.parse(["--watch", "/tmp", "--on-change", "probe", "--health-addr", ":9102",
+                          "--probe-hold", "90"])
+    assert settings.probe_hold == 90 and settings.target is None
+    assert not isinstance(cli.parse(["--watch", "/tmp", "--on-change", "http",
+                                     "--webhook", "http://127.0.0.1:9090/-/reload"]), int)
 
 
 def test_stage_options():
