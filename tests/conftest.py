@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = [sys.executable, os.path.join(HERE, "app.py")]
-CFGSUP = [sys.executable, "-m", "supervisor"]
+# The cfgsup under test: this checkout's code, or any build of it (CFGSUP_TEST_COMMAND, e.g. the
+# bundle: tests/test_bundle.py runs the real-process tests again that way).
+CFGSUP = shlex.split(os.environ.get("CFGSUP_TEST_COMMAND", "")) or [sys.executable, "-m", "supervisor"]
 sys.path.insert(0, HERE)
 
 
