@@ -136,3 +136,7 @@ def run_cfgsup():
     yield start
     for running in started:
         running.kill_all()
+
+
+# Session fixtures for the bundle and real containers (tests/containers.py).
+from containers import built, bundle_dir, podman, podman_world  # noqa: E402,F401

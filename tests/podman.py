@@ -43,6 +43,7 @@ class Podman:
         self.prefix = prefix
         self._names = itertools.count(1)
         self.running: list[Running] = []
+        self.containers: list[str] = []  # every name handed to run/start, for removal
         self.env = self._configure()
 
     def _configure(self) -> dict:
@@ -91,13 +92,16 @@ class Podman:
 
     def run(self, image: str, *command: str, options=(), timeout: float = 60.0):
         """`podman run --rm` to the end; CompletedProcess with .returncode of the container."""
-        return self.cmd("run", "--rm", "--network", "none", *options, image, *command,
+        name = self.name()
+        self.containers.append(name)
+        return self.cmd("run", "--rm", "--name", name, "--network", "none", *options, image, *command,
                         timeout=timeout, check=False)
 
     def start(self, image: str, *command: str, options=(), pod: str | None = None, name=None):
         """An attached `podman run`, with the container's output as lines (conftest.Running).
         `.container` is its name; it is removed in close()."""
         name = name or self.name()
+        self.containers.append(name)
         net = ["--pod", pod] if pod else ["--network", "none"]
         running = Running(["podman", "run", "--rm", "--name", name, *net, *options, image, *command],
                           env={k: self.env[k] for k in ("CONTAINERS_STORAGE_CONF", "CONTAINERS_CONF",
@@ -105,6 +109,11 @@ class Podman:
         running.container = name
         self.running.append(running)
         return running
+
+    def remove(self, names) -> None:
+        """Remove these containers at once (no stop timeout), whether they still run or not."""
+        if names:
+            self.cmd("rm", "-f", "-t", "0", "--ignore", *names, check=False, timeout=60)
 
     def wait_running(self, running: Running, timeout: float = 30.0) -> int:
         """The host pid of the container's PID 1, once it is up."""

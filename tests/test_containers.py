@@ -1,0 +1,173 @@
+"""cfgsup in real containers (podman on runc), for both ways of getting it into an image:
+`pip` (Dockerfile.example: Debian with Python, cfgsup pip-installed from wheels) and `bundle`
+(packaging/Containerfile: the PyInstaller bundle on busybox, no Python at all)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import psutil
+import pytest
+
+from conftest import wait_until
+from kubelet import KubeletVolume
+
+# image key in `built`, and cfgsup's path in it
+FLAVOURS = {"pip": "/opt/cfgsup-venv/bin/cfgsup", "bundle": "/opt/cfgsup/cfgsup"}
+IMAGE = {"pip": "pip", "bundle": "cfgsup"}
+
+# An app in plain sh (busybox's or dash): reports HUP and TERM at once (a trap runs as soon as
+# `wait` is interrupted), exits 0 on TERM unless told to ignore it.
+APP = ('trap "echo app got HUP" HUP; trap "echo app got TERM; exit 0" TERM; '
+       'echo "app ready uid=$(id -u)"; while :; do sleep 1 & wait $!; done')
+STUBBORN = 'trap "" TERM; echo "app ready"; while :; do sleep 1; done'
+
+
+@pytest.fixture(params=list(FLAVOURS))
+def flavour(request, built):
+    """(image, cfgsup path) for one flavour; the options below put cfgsup's own args first."""
+    return built[IMAGE[request.param]], FLAVOURS[request.param]
+
+
+def cfgsup(flavour, *args, options=()):
+    """(image, command, options) to run `cfgsup ARGS` as the container's entrypoint."""
+    image, path = flavour
+    return image, args, ["--entrypoint", path, *options]
+
+
+def start(podman, flavour, *args, options=()):
+    image, command, opts = cfgsup(flavour, *args, options=options)
+    return podman.start(image, *command, options=opts)
+
+
+def output(proc) -> str:
+    return (proc.stdout + proc.stderr).decode(errors="replace")
+
+
+def test_cfgsup_is_pid_1_with_the_app_as_its_child(podman, flavour):
+    image, command, opts = cfgsup(flavour, "--", "sh", "-c",
+                                  'echo "pid1=$(tr "\\0" " " < /proc/1/cmdline)"; '
+                                  'echo "exe=$(readlink /proc/1/exe)"; echo "ppid=$PPID"')
+    proc = podman.run(image, *command, options=opts)
+    text = output(proc)
+    assert proc.returncode == 0, text
+    assert re.search(r"^ppid=1$", text, re.M), text
+    pid1 = re.search(r"^pid1=(.*)$", text, re.M).group(1).split()
+    path = flavour[1]
+    if path == FLAVOURS["bundle"]:
+        # the bootloader itself is PID 1: no process above cfgsup, nothing unpacked
+        assert pid1[0] == path and re.search(rf"^exe={re.escape(path)}$", text, re.M), text
+    else:
+        assert pid1[1] == path and "python" in pid1[0], text
+
+
+@pytest.mark.parametrize("script, code", [("exit 0", 0), ("exit 7", 7), ("kill -USR1 $$", 128 + 10)])
+def test_exit_codes_pass_through(podman, flavour, script, code):
+    image, command, opts = cfgsup(flavour, "--", "sh", "-c", script)
+    proc = podman.run(image, *command, options=opts)
+    assert proc.returncode == code, output(proc)
+
+
+def test_podman_kill_hup_reaches_the_app_and_stop_is_graceful(podman, flavour):
+    running = start(podman, flavour, "--", "sh", "-c", APP)
+    running.wait_line(r"^app ready")
+    podman.cmd("kill", "--signal", "HUP", running.container)
+    running.wait_line(r"^app got HUP$")
+    podman.cmd("stop", "-t", "60", running.container, timeout=90)
+    assert running.wait(timeout=30) == 0
+    assert running.count(r"^app got TERM$") == 1
+    assert "SIGKILL" not in running.text()
+
+
+def test_an_app_ignoring_term_is_killed_after_stop_timeout(podman, flavour):
+    # podman's own timeout (60 s) is far longer: the SIGKILL must be cfgsup's.
+    running = start(podman, flavour, "--stop-timeout", "1", "--", "sh", "-c", STUBBORN)
+    running.wait_line(r"^app ready")
+    podman.cmd("stop", "-t", "60", running.container, timeout=90)
+    assert running.wait(timeout=30) == 128 + 9
+    running.wait_line(r"did not stop within 1s: SIGKILL to its group")
+
+
+def test_term_right_after_start_stops_the_container(podman, flavour):
+    image, command, opts = cfgsup(flavour, "--", "sh", "-c", APP)
+    name = podman.name()
+    podman.containers.append(name)
+    podman.cmd("run", "-d", "--name", name, *opts, image, *command)
+    podman.cmd("kill", "--signal", "TERM", name)
+    code = podman.text("wait", name, timeout=60)
+    logs = podman.text("logs", name)
+    assert code in ("0", "143"), logs  # the app's TERM trap, or TERM before the app had one
+    assert "Traceback" not in logs
+
+
+def children(host_pid: int):
+    try:
+        return psutil.Process(host_pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def zombies(host_pid: int):
+    found = []
+    for child in children(host_pid):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                found.append(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("count", [20, 500], ids=["few", "storm"])
+def test_orphans_from_podman_exec_are_reaped(podman, flavour, count):
+    running = start(podman, flavour, "--", "sh", "-c", APP)
+    running.wait_line(r"^app ready")
+    pid1 = podman.wait_running(running)
+    # Each subshell forks a sleep and exits: the sleeps are orphans, and PID 1 adopts them.
+    podman.cmd("exec", running.container, "sh", "-c",
+               f"i=0; while [ $i -lt {count} ]; do (sleep 1 &); i=$((i+1)); done", timeout=120)
+    wait_until(lambda: sum(1 for c in children(pid1) if c.name() == "sleep") >= count // 2,
+               timeout=30, what="orphans adopted by cfgsup")
+    wait_until(lambda: len(children(pid1)) <= 2 and not zombies(pid1), timeout=60,
+               what=f"every orphan reaped (left: {len(children(pid1))}, zombies {zombies(pid1)[:5]})")
+    podman.cmd("stop", "-t", "30", running.container, timeout=60)
+    assert running.wait(timeout=30) == 0
+
+
+def test_read_only_root_with_a_tmpfs(podman, flavour):
+    # No tmpfs anywhere but /scratch: nothing may be unpacked or written at start.
+    image, command, opts = cfgsup(
+        flavour, "--watch", "/scratch", "--on-change", "none", "--", "sh", "-c",
+        'echo v1 > /scratch/app.conf && echo "wrote"; touch /opt/x 2>/dev/null || echo "root is read-only"; '
+        + APP, options=["--read-only", "--read-only-tmpfs=false", "--tmpfs", "/scratch"])
+    running = podman.start(image, *command, options=opts)
+    running.wait_line(r"^root is read-only$")
+    running.wait_line(r"INFO watching")
+    podman.cmd("exec", running.container, "sh", "-c", "echo v2 > /scratch/app.conf")
+    running.wait_line(r"did nothing \(--on-change none\)")
+    podman.cmd("stop", "-t", "30", running.container, timeout=60)
+    assert running.wait(timeout=30) == 0
+
+
+def test_runs_as_any_non_root_user(podman, flavour):
+    image, command, opts = cfgsup(flavour, "--", "sh", "-c", 'echo "uid=$(id -u)"',
+                                  options=["--user", "4242:4242"])
+    proc = podman.run(image, *command, options=opts)
+    assert proc.returncode == 0 and "uid=4242" in output(proc), output(proc)
+    default = podman.run(image, "--", "sh", "-c", 'echo "uid=$(id -u)"', options=opts[:2])
+    uid = re.search(r"uid=(\d+)", output(default))
+    assert default.returncode == 0 and uid and uid.group(1) != "0", output(default)
+
+
+def test_kubelet_update_of_a_read_only_bind_mount_signals_the_app(podman, flavour, tmp_path):
+    volume = KubeletVolume(tmp_path / "config", {"app.conf": "v1"})
+    running = start(podman, flavour, "--watch", "/etc/config", "--on-change", "signal", "--", "sh", "-c", APP,
+                    options=["-v", f"{volume.path}:/etc/config:ro", "--user", "4242:4242", "--read-only"])
+    running.wait_line(r"^app ready uid=4242$")
+    running.wait_line(r"INFO watching")
+    volume.write({"app.conf": "v2"})
+    running.wait_line(r"^app got HUP$")
+    running.wait_line(r"app\.conf")
+    podman.cmd("stop", "-t", "30", running.container, timeout=60)
+    assert running.wait(timeout=30) == 0
