@@ -68,6 +68,6 @@ def built(podman_world, bundle_dir):
 
 @pytest.fixture
 def podman(podman_world):
-    mark = len(podman_world.containers)
+    marks = len(podman_world.containers), len(podman_world.pods)
     yield podman_world
-    podman_world.remove(podman_world.containers[mark:])
+    podman_world.remove(podman_world.containers[marks[0]:], podman_world.pods[marks[1]:])

@@ -147,7 +147,7 @@ def build_all(pm, workdir: str, bundle_dir: str, cache: str | None = None) -> di
         cfgsup    packaging/Containerfile on busybox, libraries from pybase
         bundled   Dockerfile.bundle.example: the bundle copied from `cfgsup` into `glibc`
     """
-    names = {}
+    names = {"bundle_dir": bundle_dir}
     names["busybox"] = pm.import_rootfs(busybox_rootfs(os.path.join(workdir, "busybox")),
                                         "localhost/cfgsup-test-busybox:1")
     glibc = busybox_rootfs(os.path.join(workdir, "glibc"), libs_from=bundle_dir)

@@ -20,8 +20,6 @@ import shutil
 import subprocess
 import tempfile
 
-from conftest import Running
-
 TIMEOUT = 180.0  # any one podman command; builds included
 
 
@@ -42,8 +40,9 @@ class Podman:
         self.root = tempfile.mkdtemp(prefix="cfgsup-podman-")
         self.prefix = prefix
         self._names = itertools.count(1)
-        self.running: list[Running] = []
+        self.running: list = []  # conftest.Running of start()
         self.containers: list[str] = []  # every name handed to run/start, for removal
+        self.pods: list[str] = []
         self.env = self._configure()
 
     def _configure(self) -> dict:
@@ -100,6 +99,8 @@ class Podman:
     def start(self, image: str, *command: str, options=(), pod: str | None = None, name=None):
         """An attached `podman run`, with the container's output as lines (conftest.Running).
         `.container` is its name; it is removed in close()."""
+        from conftest import Running  # here: conftest imports this module's fixtures' module
+
         name = name or self.name()
         self.containers.append(name)
         net = ["--pod", pod] if pod else ["--network", "none"]
@@ -110,10 +111,12 @@ class Podman:
         self.running.append(running)
         return running
 
-    def remove(self, names) -> None:
-        """Remove these containers at once (no stop timeout), whether they still run or not."""
+    def remove(self, names, pods=()) -> None:
+        """Remove these containers and pods at once (no stop timeout), running or not."""
         if names:
             self.cmd("rm", "-f", "-t", "0", "--ignore", *names, check=False, timeout=60)
+        if pods:
+            self.cmd("pod", "rm", "-f", "-t", "0", "--ignore", *pods, check=False, timeout=60)
 
     def wait_running(self, running: Running, timeout: float = 30.0) -> int:
         """The host pid of the container's PID 1, once it is up."""
@@ -129,6 +132,7 @@ class Podman:
     def pod(self, share: str = "pid,net") -> str:
         """A pod whose containers share `share` namespaces (its infra container holds them)."""
         name = self.name("pod")
+        self.pods.append(name)
         self.cmd("pod", "create", "--name", name, "--share", share, "--network", "none")
         return name
 

@@ -171,3 +171,66 @@ def test_kubelet_update_of_a_read_only_bind_mount_signals_the_app(podman, flavou
     running.wait_line(r"app\.conf")
     podman.cmd("stop", "-t", "30", running.container, timeout=60)
     assert running.wait(timeout=30) == 0
+
+
+def test_a_pod_shares_pid_and_network_between_an_app_and_the_cfgsup_image(podman, built):
+    """What sidecar mode stands on: in a pod sharing pid and net, the cfgsup image sees the app's
+    processes (and may signal them, as the same user) and reaches its port on 127.0.0.1."""
+    pod = podman.pod("pid,net")
+    app = podman.start(built["busybox"], "sh", "-c",
+                       'trap "echo app got HUP" HUP; httpd -p 127.0.0.1:8080 -h /etc; echo "app ready"; '
+                       'while :; do sleep 1 & wait $!; done', "marker-app",
+                       options=["--user", "65534:65534"], pod=pod)
+    app.wait_line(r"^app ready$")
+    sidecar = podman.start(built["cfgsup"], "--", "sh", "-c",
+                           'wget -q -O - http://127.0.0.1:8080/group | head -n 1; '
+                           'for p in /proc/[0-9]*; do grep -q "marker-ap[p]" $p/cmdline 2>/dev/null '
+                           '&& kill -HUP ${p#/proc/} && echo "signalled ${p#/proc/}"; done', pod=pod)
+    assert sidecar.wait(timeout=60) == 0, sidecar.text()
+    assert "root:x:0:" in sidecar.text()
+    sidecar.wait_line(r"^signalled \d+$")
+    app.wait_line(r"^app got HUP$")
+
+
+# ---- the shipped Dockerfiles, built and run once each as a user would ------------------------
+def test_dockerfile_example_runs_the_demo_and_restarts_it_on_a_change(podman, built):
+    running = podman.start(built["pip"])  # its own ENTRYPOINT and CMD
+    running.wait_line(r"^demo-app: read greeting \(6 bytes\)$")
+    running.wait_line(r"INFO watching")
+    podman.cmd("exec", "--user", "0", running.container, "sh", "-c", "echo hi > /etc/config/greeting")
+    running.wait_line(r"^demo-app: started after a change to greeting$")
+    running.wait_line(r"^demo-app: read greeting \(3 bytes\)$")
+    podman.cmd("stop", "-t", "30", running.container, timeout=60)
+    assert running.wait(timeout=30) == 0
+    assert running.count(r"^demo-app: stopping$") == 2
+
+
+def test_cfgsup_image_runs_cfgsup_as_nobody(podman, built):
+    proc = podman.run(built["cfgsup"])  # CMD --help
+    assert proc.returncode == 0 and b"Usage: cfgsup" in proc.stdout, output(proc)
+    assert podman.text("image", "inspect", "--format", "{{.Config.User}}", built["cfgsup"]) == "65534:65534"
+    version = podman.run(built["cfgsup"], "--version")
+    assert version.returncode == 0 and re.match(rb"cfgsup \d+\.\d+", version.stdout), output(version)
+
+
+def test_dockerfile_bundle_example_runs_without_python(podman, built):
+    # its ENTRYPOINT ends in `--`: the arguments are the app
+    nopython = podman.run(built["bundled"], "sh", "-c", "for p in python3 python; do which $p && exit 1; done; exit 0")
+    assert nopython.returncode == 0, output(nopython)
+    running = podman.start(built["bundled"])
+    running.wait_line(r"^demo-app: read greeting \(6 bytes\)$")
+    running.wait_line(r"INFO watching")
+    podman.cmd("kill", "--signal", "HUP", running.container)
+    running.wait_line(r"^demo-app: reloaded greeting \(6 bytes\)$")
+    podman.cmd("stop", "-t", "30", running.container, timeout=60)
+    assert running.wait(timeout=30) == 0
+
+
+def test_a_base_without_libz_fails_with_the_loaders_message(podman, built):
+    """The README names this message: the loader needs libz.so.1 before the bundle's folder is
+    searched, so the copy inside the bundle does not help."""
+    proc = podman.run(built["nolibz"], "/opt/cfgsup/cfgsup", "--version",
+                      options=["-v", f"{built['bundle_dir']}:/opt/cfgsup:ro"])
+    assert proc.returncode == 127
+    assert ("error while loading shared libraries: libz.so.1: cannot open shared object file"
+            in output(proc)), output(proc)
