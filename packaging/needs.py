@@ -60,6 +60,11 @@ def _elf_needs(path: str) -> tuple[str, list[str], set[tuple[str, str]]]:
     return interpreter, needed, versions
 
 
+def interpreter_of(path: str) -> str:
+    """The program interpreter an executable names ("" for a static one)."""
+    return _elf_needs(path)[0]
+
+
 def needs(bundle: str, executable: str = "cfgsup") -> dict:
     """{'interpreter': path, 'libraries': names the base image must provide, 'glibc': 'X.Y'}."""
     interpreter, direct, _ = _elf_needs(os.path.join(bundle, executable))

@@ -44,6 +44,11 @@ def busybox_rootfs(dest: str, libs_from: str | None = None) -> str:
     busybox = shutil.which("busybox")
     if busybox is None:
         raise RuntimeError("busybox is not installed (Debian: busybox-static)")
+    sys.path.insert(0, os.path.join(ROOT, "packaging"))
+    from needs import interpreter_of
+
+    if interpreter_of(busybox):
+        raise RuntimeError(f"{busybox} is dynamically linked; the images need busybox-static")
     for sub in ("bin", "etc", "tmp", "proc", "sys", "dev", "run"):
         os.makedirs(os.path.join(dest, sub), exist_ok=True)
     os.chmod(os.path.join(dest, "tmp"), 0o1777)
