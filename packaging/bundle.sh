@@ -39,6 +39,7 @@ if command -v strip >/dev/null; then args+=(--strip); fi
   --distpath "$DIST" --workpath "$WORK" --specpath "$WORK" \
   --copy-metadata cfgsup "${args[@]}" packaging/entry.py
 
+chmod -R a+rX "$DIST/cfgsup"  # any uid runs it, whatever the umask was
 "$DIST/cfgsup/cfgsup" --version >/dev/null  # the bundle starts, and finds its own metadata
 "$VENV/bin/python" packaging/needs.py "$DIST/cfgsup" --write "$DIST/cfgsup/NEEDS"
 version=$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("cfgsup"))')
