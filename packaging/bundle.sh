@@ -37,6 +37,7 @@ if command -v strip >/dev/null; then args+=(--strip); fi
 
 "$VENV/bin/pyinstaller" --noconfirm --clean --log-level ERROR --onedir --name cfgsup \
   --distpath "$DIST" --workpath "$WORK" --specpath "$WORK" \
+  --runtime-hook packaging/rthook_signals.py \
   --copy-metadata cfgsup "${args[@]}" packaging/entry.py
 
 chmod -R a+rX "$DIST/cfgsup"  # any uid runs it, whatever the umask was

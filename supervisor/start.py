@@ -12,10 +12,15 @@ from __future__ import annotations
 import signal
 
 
-def main(argv: list[str] | None = None) -> int:
+def block_signals() -> None:
+    """Block every signal the loop will handle; the loop unblocks them with its handlers set."""
     from .child import FORWARDED  # os, signal and errno only: no cost worth a window
 
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED | {signal.SIGCHLD})
+
+
+def main(argv: list[str] | None = None) -> int:
+    block_signals()  # again in the bundle, where a PyInstaller runtime hook did it first
     from .cli import main as cli_main
 
     return cli_main(argv)

@@ -25,9 +25,11 @@ TIMEOUT = 180.0  # any one podman command; builds included
 
 def unavailable() -> str | None:
     """Why containers cannot run here, or None."""
-    for tool in ("podman", "runc"):
+    for tool, package in (("podman", "podman"), ("runc", "runc"), ("buildah", "buildah"),
+                          ("busybox", "busybox-static"), ("mmdebstrap", "mmdebstrap"),
+                          ("catatonit", "catatonit")):
         if not shutil.which(tool):
-            return f"{tool} is not installed (Debian: podman runc buildah)"
+            return f"{tool} is not installed (Debian package {package}; .ci/run installs it)"
     if os.geteuid() != 0:
         return "podman tests run as root (rootless podman needs subuids and a user session)"
     return None
