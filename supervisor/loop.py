@@ -69,7 +69,7 @@ class Loop:
         """Signals reach the loop through the wake-up pipe: the interpreter's C-level handler
         writes each signal's number into it, from whichever thread the kernel picked. The
         Python-level handler does nothing; it exists so the signals are caught, not defaulted.
-        They were blocked since the entry point (see entry.py): unblocking them here delivers
+        They were blocked since the entry point (see start.py): unblocking them here delivers
         whatever arrived meanwhile into the pipe."""
         import select
 

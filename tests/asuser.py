@@ -19,6 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _needed() -> list[str]:
     paths = {ROOT, sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    build = os.environ.get("CFGSUP_TEST_COMMAND")  # another build under test (the bundle)
+    if build:
+        paths.add(os.path.dirname(os.path.realpath(build.split()[0])))
     paths.update(p for p in sys.path if p and os.path.isdir(p))
     return sorted(os.path.realpath(p) for p in paths)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = [sys.executable, os.path.join(HERE, "app.py")]
-CFGSUP = [sys.executable, "-m", "supervisor"]
+# The cfgsup under test: this checkout's code, or any build of it (CFGSUP_TEST_COMMAND, e.g. the
+# bundle: tests/test_bundle.py runs the real-process tests again that way).
+CFGSUP = shlex.split(os.environ.get("CFGSUP_TEST_COMMAND", "")) or [sys.executable, "-m", "supervisor"]
 sys.path.insert(0, HERE)
 
 
@@ -133,3 +136,7 @@ def run_cfgsup():
     yield start
     for running in started:
         running.kill_all()
+
+
+# Session fixtures for the bundle and real containers (tests/containers.py).
+from containers import built, bundle_dir, podman, podman_world  # noqa: E402,F401

@@ -138,18 +138,46 @@ def test_prometheus_rules_pass_promtool_and_fire_when_they_should(tmp_path):
     assert names == {"CfgsupRolledBack", "CfgsupConfigHeldBack", "CfgsupValidationRejected", "CfgsupAppRestarting"}
 
 
-def test_dockerfile_example_shape():
-    with open(os.path.join(ROOT, "Dockerfile.example")) as fh:
-        text = fh.read()
-    instructions = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+def instructions_of(path):
+    with open(os.path.join(ROOT, path)) as fh:
+        text = fh.read().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+# file: (its final ENTRYPOINT, the default of its ARG BASE)
+DOCKERFILES = {
+    "Dockerfile.example": (["cfgsup", "--watch", "/etc/config", "--"], r"python:3\.\d+-slim"),
+    "Dockerfile.bundle.example": (["/opt/cfgsup/cfgsup", "--watch", "/etc/config", "--"], r"debian:\w+-slim"),
+    "packaging/Containerfile": (["/opt/cfgsup/cfgsup"], r"docker\.io/library/busybox:[\w.-]+"),
+}
+
+
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_dockerfile_shape(path):
+    expected_entrypoint, base_default = DOCKERFILES[path]
+    instructions = instructions_of(path)
+    args = dict(line[len("ARG "):].split("=", 1) for line in instructions if line.startswith("ARG ") and "=" in line)
+    assert re.fullmatch(base_default, args["BASE"]), "the base is a build argument with this default"
     froms = [line for line in instructions if line.startswith("FROM ")]
     assert len(froms) >= 2, "multi-stage"
-    assert all(re.match(r"FROM python:3\.\d+-slim", line) for line in froms)
+    assert froms[-1] == "FROM ${BASE}"
+    assert all(line.split()[1].startswith("${") for line in froms), "every stage from a build argument"
     users = [line.split()[1] for line in instructions if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     entrypoint = [line for line in instructions if line.startswith("ENTRYPOINT ")]
     assert len(entrypoint) == 1
-    assert json.loads(entrypoint[0][len("ENTRYPOINT "):]) == ["cfgsup", "--watch", "/etc/config", "--"]
+    assert json.loads(entrypoint[0][len("ENTRYPOINT "):]) == expected_entrypoint
     cmd = [line for line in instructions if line.startswith("CMD ")]
     assert len(cmd) == 1 and isinstance(json.loads(cmd[0][len("CMD "):]), list)  # exec form too
     assert instructions.index(entrypoint[0]) > instructions.index(next(i for i in instructions if i.startswith("USER ")))
+    # Self-contained: everything copied from the build context is in the checkout, or is the
+    # bundle that packaging/bundle.sh writes.
+    for line in instructions:
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                if not source.startswith("--") and source != "." and not source.startswith("dist/cfgsup"):
+                    assert os.path.exists(os.path.join(ROOT, source)), f"{path}: {source} is not in the checkout"
+
+
+def test_demo_app_is_executable():
+    assert os.access(os.path.join(ROOT, "examples", "demo-app", "run"), os.X_OK)

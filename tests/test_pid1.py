@@ -248,8 +248,8 @@ def test_pid1_reaps_every_orphan(run_cfgsup):
 def test_pid1_sigterm_ends_a_child_with_default_action(run_cfgsup):
     running = run_cfgsup("-v", "--", "sh", "-c", "echo ready; exec sleep 300", prefix=UNSHARE)
     running.wait_line(r"^ready$")
-    inner = wait_until(lambda: [p for p in running.descendants() if p.name() == "python3"
-                                or "supervisor" in " ".join(p.cmdline())], what="cfgsup in the namespace")
+    inner = wait_until(lambda: [p for p in running.descendants() if p.cmdline()[:len(CFGSUP)] == CFGSUP],
+                       what="cfgsup in the namespace")
     os.kill(inner[0].pid, signal.SIGTERM)
     assert running.wait() == 143
 

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from conftest import APP, wait_until
+from conftest import APP, CFGSUP, wait_until
 from kubelet import KubeletVolume
 from test_kubernetes import free_port
 from test_pid1 import UNSHARE, needs_pidns
@@ -221,7 +221,7 @@ def inner_pid(running):
     def find():
         for proc in running.descendants():
             try:
-                if proc.name() != "unshare" and "supervisor" in " ".join(proc.cmdline()):
+                if proc.cmdline()[:len(CFGSUP)] == CFGSUP:
                     return proc.pid
             except psutil.Error:
                 pass
