@@ -95,16 +95,17 @@ def _mirror() -> tuple[str, str]:
 
 
 def debian_python_tar(dest: str, cache: str | None = None) -> str:
-    """mmdebstrap's minbase of this host's suite with python3 and python3-venv, as a tar file.
+    """mmdebstrap's minbase of this host's suite with python3, python3-venv and nginx, as a tar file.
     With `cache` (a folder), a tar made earlier there is used, and a new one is kept there."""
-    kept = os.path.join(cache, "debian-python.tar") if cache else None
+    kept = os.path.join(cache, "debian-python-nginx.tar") if cache else None
     if kept and os.path.exists(kept):
         shutil.copyfile(kept, dest)
         return dest
     if shutil.which("mmdebstrap") is None:
         raise RuntimeError("mmdebstrap is not installed (Debian: mmdebstrap)")
     suite, mirror = _mirror()
-    _run(["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,python3-venv",
+    # nginx too: the sidecar tests' app image (one mmdebstrap for both costs a few seconds).
+    _run(["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,python3-venv,nginx-light",
           suite, dest, mirror])
     if kept:
         os.makedirs(cache, exist_ok=True)
@@ -147,7 +148,7 @@ def build_all(pm, workdir: str, bundle_dir: str, cache: str | None = None) -> di
         busybox   busybox-static only (no libc at all)
         glibc     busybox plus this host's copies of what the bundle NEEDS (no Python)
         nolibz    the same without libz.so.1 (what a user sees then)
-        pybase    Debian minbase with python3 (mmdebstrap)
+        pybase    Debian minbase with python3 and nginx (mmdebstrap)
         pip       Dockerfile.example on pybase: cfgsup pip-installed from wheels, offline
         cfgsup    packaging/Containerfile on busybox, libraries from pybase
         bundled   Dockerfile.bundle.example: the bundle copied from `cfgsup` into `glibc`

@@ -218,7 +218,12 @@ class Pod:
                 self.volumes[vol["name"]] = (kind, name, KubeletVolume(
                     path, payload, mode=default, modes=modes, fs_group=fs_group, root_mode=0o777))
             self.volume_dirs[vol["name"]] = path
-        self.containers = [Container(self, c) for c in self.spec["containers"]]
+        # Native sidecars (initContainers with restartPolicy Always) start first and keep running,
+        # as the kubelet does; init containers that run to completion are not re-enacted.
+        inits = self.spec.get("initContainers", [])
+        assert all(c.get("restartPolicy") == "Always" for c in inits), \
+            "only native sidecars (restartPolicy: Always) among initContainers are re-enacted"
+        self.containers = [Container(self, c) for c in [*inits, *self.spec["containers"]]]
         self.pause: Running | None = None
         self.pause_pid = None
 

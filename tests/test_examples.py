@@ -41,7 +41,8 @@ def test_every_mode_has_an_example():
     for path in EXAMPLES:
         for doc in documents(path):
             if doc["kind"] == "Deployment":
-                for container in doc["spec"]["template"]["spec"]["containers"]:
+                spec = doc["spec"]["template"]["spec"]
+                for container in [*spec.get("initContainers", []), *spec["containers"]]:
                     modes.update(a.split("=", 1)[1] for a in container["command"] if a.startswith("--on-change="))
     assert {"signal", "restart", "probe", "exit"} <= modes
     assert any("tls" in os.path.basename(p) for p in EXAMPLES)
@@ -61,12 +62,23 @@ def test_manifest_uses_cfgsup_correctly(path, tmp_path):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
-        for container in pod["containers"]:
+        everyone = [*pod.get("initContainers", []), *pod["containers"]]
+        ours = [c for c in everyone if c["command"][0] == "cfgsup"]
+        assert len(ours) == 1, "one cfgsup per pod: the entrypoint, or a sidecar"
+        for container in ours:
             command = container["command"]
-            assert command[0] == "cfgsup"
             # The options parse as cfgsup parses them (the mounts do not exist on this machine).
             settings = parse_with_stand_in_paths(command, tmp_path)
             assert not isinstance(settings, int), command
+            if not settings.command:  # a sidecar: a native one, beside the app
+                assert container in pod.get("initContainers", []) and container["restartPolicy"] == "Always"
+                if settings.target:  # it must see the app's processes
+                    assert pod.get("shareProcessNamespace") is True
+                others = [c for c in everyone if c is not container]
+                assert others and all(c["command"][0] != "cfgsup" for c in others)
+                if settings.on_change == "probe":  # the app's livenessProbe asks cfgsup's /healthz
+                    probes = [c["livenessProbe"]["httpGet"] for c in others if "livenessProbe" in c]
+                    assert probes == [{"path": "/healthz", "port": settings.health_addr[1]}]
             # The kubelet's SIGKILL must not come before cfgsup's own escalation.
             assert pod["terminationGracePeriodSeconds"] > settings.stop_timeout
             mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
@@ -89,9 +101,9 @@ def test_manifest_uses_cfgsup_correctly(path, tmp_path):
                 assert ports.get("cfgsup") == settings.health_addr[1]
             for probe in probes:
                 assert probe["httpGet"]["port"] == "cfgsup" and probe["httpGet"]["path"] in ("/healthz", "/readyz")
-            if settings.on_change == "probe":
+            if settings.on_change == "probe" and settings.command:
                 assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            if settings.on_change == "restart":
+            if settings.on_change == "restart" and settings.command:
                 assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 

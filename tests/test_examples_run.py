@@ -276,6 +276,81 @@ def check_rollback(pod):
     assert shop.stop() == 0
 
 
+# --- sidecar-signal.yaml -------------------------------------------------------------------
+
+def check_sidecar_signal(pod):
+    sidecar, nginx = pod.container("cfgsup"), pod.container("nginx")
+    log = sidecar.running
+    wait_until(lambda: pod.http(8080) == (200, "hello from the sidecar example\n"), timeout=20,
+               what="nginx serving the page")
+    log.wait_line(r"INFO watching /etc/nginx/conf\.d \(inotify\)")
+    wait_until(lambda: status(pod.http(9102, "/readyz")) == 200, what="the sidecar's /readyz 200")
+    master = nginx.pid1()
+    old_workers = nginx_workers(master)
+    conf = strings(pod, "ConfigMap", "web-nginx")
+    conf["default.conf"] = conf["default.conf"].replace("hello from", "hello again from")
+    assert pod.apply("ConfigMap", "web-nginx", conf)
+    log.wait_line(r"INFO sent SIGHUP for default\.conf")  # nginx -t passed in the sidecar
+    wait_until(lambda: not old_workers & nginx_workers(master), timeout=15, what="the old workers to exit")
+    assert steady(lambda: pod.http(8080), (200, "hello again from the sidecar example\n"))
+    assert psutil.Process(master).is_running()  # the master reloaded: found and signalled
+    conf["default.conf"] = conf["default.conf"].replace("return 200", "return")  # invalid
+    assert pod.apply("ConfigMap", "web-nginx", conf)
+    log.wait_line(r"ERROR validation rejected the change, nothing applied: exited with code 1")
+    assert steady(lambda: pod.http(8080), (200, "hello again from the sidecar example\n"))
+    assert sidecar.stop() == 0  # TERM: a sidecar exits 0, and leaves nginx alone
+    assert psutil.Process(master).is_running()
+    assert nginx.stop() == 0
+
+
+# --- sidecar-probe.yaml --------------------------------------------------------------------
+
+def check_sidecar_probe(pod):
+    sidecar, worker = pod.container("cfgsup"), pod.container("worker")
+    log = sidecar.running
+    first = standin(worker.running, "started")
+    wait_until(lambda: status(pod.http(9102, "/healthz")) == 200, what="/healthz 200")
+    log.wait_line(r"INFO watching")
+    conf = strings(pod, "ConfigMap", "worker-config")
+    conf["worker.toml"] = conf["worker.toml"].replace("concurrency = 4", "concurrency = 8")
+    assert pod.apply("ConfigMap", "worker-config", conf)
+    health = wait_until(lambda: (a := pod.http(9102, "/healthz")) and a[0] == 503 and a, what="/healthz 503")
+    assert "worker.toml" in health[1]
+    # The livenessProbe fails, so the kubelet restarts the worker container; once its new process
+    # runs, the sidecar says healthy again (and the kubelet does not restart it a second time).
+    assert worker.stop() == 0
+    second = standin(worker.start(), "started")
+    assert second["files"]["config"] == sha256(conf["worker.toml"].encode()) != first["files"]["config"]
+    log.wait_line(r"INFO saw the app's container restarted for worker\.toml")
+    assert status(pod.http(9102, "/healthz")) == 200
+    assert sidecar.stop() == 0 and worker.stop() == 0
+
+
+# --- sidecar-webhook.yaml ------------------------------------------------------------------
+
+def prometheus_config(pod) -> str:
+    answer = pod.http(9090, "/api/v1/status/config")
+    return json.loads(answer[1])["data"]["yaml"] if answer and answer[0] == 200 else ""
+
+
+def check_sidecar_webhook(pod):
+    sidecar, prometheus = pod.container("cfgsup"), pod.container("prometheus")
+    log = sidecar.running
+    wait_until(lambda: "scrape_interval: 30s" in prometheus_config(pod), timeout=30, what="Prometheus up")
+    log.wait_line(r"INFO watching /etc/prometheus \(inotify\)")
+    conf = strings(pod, "ConfigMap", "prometheus-config")
+    conf["prometheus.yml"] = conf["prometheus.yml"].replace("scrape_interval: 30s", "scrape_interval: 15s")
+    assert pod.apply("ConfigMap", "prometheus-config", conf)
+    log.wait_line(r"INFO called the webhook\(s\) for prometheus\.yml", timeout=20)
+    wait_until(lambda: "scrape_interval: 15s" in prometheus_config(pod), what="Prometheus reloaded")
+    conf["prometheus.yml"] = conf["prometheus.yml"].replace("scrape_configs:", "scrape_configs: [")
+    assert pod.apply("ConfigMap", "prometheus-config", conf)
+    log.wait_line(r"ERROR validation rejected the change, nothing applied: exited with code 1")
+    assert log.count(r"called the webhook") == 1
+    assert "scrape_interval: 15s" in prometheus_config(pod)
+    assert sidecar.stop() == 0 and prometheus.stop() == 0
+
+
 @dataclasses.dataclass
 class Example:
     check: Callable
@@ -288,6 +363,9 @@ EXPECTED = {
     "nginx-signal-validate.yaml": Example(check_nginx, warnings=(REJECTED,)),
     "tls-secret-reload.yaml": Example(check_tls, prepare=prepare_tls, warnings=(REJECTED,)),
     "restart-readiness.yaml": Example(check_restart),
+    "sidecar-signal.yaml": Example(check_sidecar_signal, warnings=(REJECTED,)),
+    "sidecar-probe.yaml": Example(check_sidecar_probe),
+    "sidecar-webhook.yaml": Example(check_sidecar_webhook, warnings=(REJECTED,)),
     "verify-rollback.yaml": Example(check_rollback, warnings=(r"ERROR rolled back", r"WARNING the watched configuration is held back")),
     "probe-liveness.yaml": Example(check_probe),
     "exit-env-vars.yaml": Example(check_exit),
