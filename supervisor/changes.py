@@ -14,7 +14,6 @@ a candidate, validated there, published only once it passed, and proven on proba
 """
 from __future__ import annotations
 
-import random
 import time
 
 from .commands import Command
@@ -23,8 +22,6 @@ from .app import UP
 from .digest import MISSING, short
 from .modes import Modes
 from .probation import Probation
-from .rollout import config_id
-from .stage import StageError
 
 IDLE, SPLAY, VALIDATING, APPLYING, PROBATION, STOPPED = (
     "idle", "splay", "validating", "applying", "probation", "stopped")
@@ -74,7 +71,11 @@ class Changes:
         return self.state == IDLE and [c.digest for c in current] != [a.digest for a in self.applied]
 
     def config(self, snaps) -> str | None:
-        return config_id(snaps[i].digest for i in self.staged) if self.rollout else None
+        if self.rollout is None:
+            return None
+        from .rollout import config_id  # imported by the core already, with --stage
+
+        return config_id(snaps[i].digest for i in self.staged)
 
     # ---- transitions -----------------------------------------------------------------------
     def start(self, current: list) -> None:
@@ -133,6 +134,8 @@ class Changes:
             return  # failed validation or probation before: only different content is tried
         if self.s.splay and not self.splayed:
             self.state = SPLAY  # replicas updated together do not all restart at once
+            import random
+
             delay = random.uniform(0, self.s.splay)
             self.log.info(f"waiting {delay:.1f}s (--splay) before acting on a change", event="splay",
                           delay=round(delay, 3))
@@ -187,7 +190,7 @@ class Changes:
         """Copy SRC into DEST as a candidate the app cannot see yet; then validate it."""
         try:
             cid, snaps = self.rollout.stage_candidate()
-        except StageError as exc:  # DEST is full or read-only: the trigger failed, not the content
+        except self.rollout.Error as exc:  # DEST is full or read-only: the trigger failed, not the content
             self._abort(f"cannot stage: {exc.strerror}")
             return
         except (ValueError, OSError) as exc:  # SRC cannot be read whole: not something to run
@@ -216,7 +219,7 @@ class Changes:
         if self.action.config is not None:
             try:
                 self.rollout.publish("candidate")  # now, and only now, the app can see it
-            except StageError as exc:
+            except self.rollout.Error as exc:
                 self._abort(f"cannot publish: {exc.strerror}")
                 return
         self.state = APPLYING
@@ -306,7 +309,7 @@ class Changes:
         self.stats.rollbacks += 1
         try:
             self.rollout.roll_back()
-        except StageError as exc:
+        except self.rollout.Error as exc:
             self.log.error(f"cannot publish the last-known-good: {exc.strerror}", event="rollback-failed")
         good = self.rollout.good
         self.log.error(f"rolled back {short(failed.config)} -> {short(good)}: {reason}",

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from fnmatch import fnmatchcase
-from typing import NamedTuple
+from collections import namedtuple
 
 import xxhash
 
@@ -36,14 +35,12 @@ _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY  # never block
 _MARK = {kind: kind.encode() for kind in (FILE, UNREADABLE, DANGLING, "p", "s", "c", "b")}
 
 
-class Snapshot(NamedTuple):
-    digest: str                   # 32 hex digits, or MISSING
-    entries: dict[str, str]       # top-level name -> digest of that file or subtree
-    unreadable: tuple[str, ...]   # relative paths that could not be read
-    kubelet: bool                 # read through a `..data` link
-    # The real directories this snapshot read: what an inotify watcher must watch so that it sees
-    # every change to it (links followed). A kubelet volume: its root, where `..data` swaps.
-    dirs: tuple[str, ...] = ()
+# digest: 32 hex digits, or MISSING; entries: top-level name -> digest of that file or subtree;
+# unreadable: relative paths that could not be read; kubelet: read through a `..data` link;
+# dirs: the real directories this snapshot read, what an inotify watcher must watch to see every
+# change to it (links followed; for a kubelet volume its root, where `..data` swaps).
+# (A namedtuple, not typing.NamedTuple: PID 1 need not import typing.)
+Snapshot = namedtuple("Snapshot", "digest entries unreadable kubelet dirs", defaults=((),))
 
 
 _U64 = struct.Struct("<Q")  # length frames
@@ -53,6 +50,8 @@ def _selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> b
     base = rel.rpartition("/")[2]
 
     def hit(patterns):
+        from fnmatch import fnmatchcase  # only with --include/--exclude: it imports re
+
         return any(fnmatchcase(rel, p) or ("/" not in p and fnmatchcase(base, p)) for p in patterns)
 
     if include and not hit(include):

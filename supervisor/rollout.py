@@ -23,6 +23,8 @@ def config_id(digests) -> str:
 
 
 class Rollout:
+    Error = StageError  # what a failed write of DEST raises: the trigger failed, not the content
+
     def __init__(self, stages: list[Stage], keep: int, snapshot, include=(), exclude=()):
         self.stages = stages
         self.keep = keep

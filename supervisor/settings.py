@@ -6,7 +6,7 @@ into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import signal
-from typing import NamedTuple
+from collections import namedtuple
 
 ON_EXIT_MODES = ("exit", "restart")
 URL_SCHEMES = {"http": 80, "https": 443}
@@ -14,51 +14,58 @@ ON_CHANGE_MODES = ("restart", "signal", "exec", "http", "exit", "probe", "none")
 LOG_FORMATS = ("text", "json")
 
 
-class Settings(NamedTuple):
-    """Immutable. A NamedTuple rather than a frozen dataclass: it costs PID 1 a few ms less at
-    every container start."""
-    command: tuple[str, ...]
+# Every option as (name, default); `command` has none. A namedtuple rather than a frozen dataclass
+# or typing.NamedTuple: PID 1 pays for neither dataclasses nor typing at every container start.
+_FIELDS = (
+    ("command", None),
     # PID 1 core
-    group: bool = False
-    stop_signal: int = signal.SIGTERM
-    stop_timeout: float = 10.0
-    rewrite: tuple[tuple[int, int], ...] = ()
-    expect_exit: frozenset[int] = frozenset()
-    on_exit: str = "exit"
-    restart_backoff: float = 30.0
-    log_level: int = 20  # 10 debug, 20 info, 30 warning
-    log_format: str = "text"
+    ("group", False),
+    ("stop_signal", signal.SIGTERM),
+    ("stop_timeout", 10.0),
+    ("rewrite", ()),
+    ("expect_exit", frozenset()),
+    ("on_exit", "exit"),
+    ("restart_backoff", 30.0),
+    ("log_level", 20),  # 10 debug, 20 info, 30 warning
+    ("log_format", "text"),
     # config watching
-    watches: tuple[str, ...] = ()
-    allow_missing: bool = False
-    poll: float | None = None
-    debounce: float = 0.2
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    ("watches", ()),
+    ("allow_missing", False),
+    ("poll", None),
+    ("debounce", 0.2),
+    ("include", ()),
+    ("exclude", ()),
     # reload actions
-    on_change: str = "restart"
-    reload_signal: int = signal.SIGHUP
-    reload_command: str | None = None
-    validate: str | None = None
-    command_timeout: float = 30.0
-    webhooks: tuple[str, ...] = ()
-    webhook_method: str = "POST"
-    webhook_retries: int = 3
-    webhook_timeout: float = 5.0
-    change_exit_code: int = 0
+    ("on_change", "restart"),
+    ("reload_signal", signal.SIGHUP),
+    ("reload_command", None),
+    ("validate", None),
+    ("command_timeout", 30.0),
+    ("webhooks", ()),
+    ("webhook_method", "POST"),
+    ("webhook_retries", 3),
+    ("webhook_timeout", 5.0),
+    ("change_exit_code", 0),
     # safe apply (--stage)
-    stage: tuple[tuple[str, str], ...] = ()  # (SRC, DEST); every SRC is in `watches` too
-    min_uptime: float = 10.0
-    verify: str | None = None
-    verify_timeout: float = 30.0
-    keep: int = 3
-    splay: float = 0.0
+    ("stage", ()),  # (SRC, DEST); every SRC is in `watches` too
+    ("min_uptime", 10.0),
+    ("verify", None),
+    ("verify_timeout", 30.0),
+    ("keep", 3),
+    ("splay", 0.0),
     # Kubernetes
-    health_addr: tuple[str, int] | None = None
-    ready_delay: float = 0.0
+    ("health_addr", None),
+    ("ready_delay", 0.0),
     # sidecar mode (no command)
-    target: str | None = None
-    probe_hold: float = 60.0
+    ("target", None),
+    ("probe_hold", 60.0),
+)
+
+
+class Settings(namedtuple("Settings", [n for n, _ in _FIELDS], defaults=[d for _, d in _FIELDS[1:]])):
+    """Immutable: every option as one value."""
+
+    __slots__ = ()
 
     @property
     def stage_sources(self) -> tuple[str, ...]:
@@ -168,15 +175,11 @@ _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _TOKEN_CHARS = _HOST_CHARS | frozenset("!#$%&'*+^`|~")
 
 
-class Url(NamedTuple):
-    """A checked --webhook URL, split the way the request needs it."""
-    url: str          # as given (stripped), for Settings
-    scheme: str       # http | https
-    host: str         # name or address, IPv6 without brackets
-    port: int
-    target: str       # path and query for the request line, percent-encoded where needed
-    host_header: str  # for the Host header: [v6] and the port unless it is the default
-    shown: str        # for log lines: without the query, which may hold a token
+# A checked --webhook URL, split the way the request needs it: as given (stripped, for
+# Settings); http | https; the host (IPv6 without brackets); the port; the path and query for
+# the request line, percent-encoded where needed; the Host header ([v6] and the port unless it
+# is the default); and how log lines show it (without the query, which may hold a token).
+Url = namedtuple("Url", "url scheme host port target host_header shown")
 
 
 def parse_url(text: str) -> Url:
