@@ -13,6 +13,6 @@ if _orig is not None:
 elif getattr(sys, "frozen", False):
     os.environ.pop("LD_LIBRARY_PATH", None)
 
-from supervisor.start import main  # noqa: E402 - the environment must be clean first
+from supervisor.start import entry  # noqa: E402 - the environment must be clean first
 
-sys.exit(main())
+entry()

@@ -1,5 +1,3 @@
-import sys
+from .start import entry
 
-from .start import main
-
-sys.exit(main())
+entry()

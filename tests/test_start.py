@@ -16,12 +16,12 @@ from test_pid1 import UNSHARE, needs_pidns
 SLOW_START = """
 import sys, time
 import supervisor.cli as cli
-real = cli.main
-def slow(argv=None):
+real = cli.parse
+def slow(argv):
     print("starting", flush=True)
     time.sleep(1.0)
     return real(argv)
-cli.main = slow
+cli.parse = slow
 from supervisor.start import main
 sys.exit(main(sys.argv[1:]))
 """
