@@ -2,7 +2,7 @@
 
     idle ──new content──> splay ──> validating ──passed──> applying ──done──> probation ──> idle
                                         └──rejected──> idle        (staged)      └─failed─> applying
-                                                                                  (the rollback)
+                                                             (DEST cannot be written: rolling back)
     any state ──stop──> stopped  (final: a running command is killed, a webhook result ignored)
 
 It decides on digests only. Content that arrives while it is busy is not even hashed: the watches
@@ -18,19 +18,16 @@ import time
 
 from .commands import Command
 from .action import Action, command_env, describe, report
-from .app import UP
-from .digest import MISSING, short
+from .digest import MISSING
 from .modes import Modes
 from .probation import Probation
+from .staging import (APPLYING, EX_CONFIG, IDLE, PROBATION, SPLAY, STOPPED, VALIDATING,
+                      Staging)
 
-IDLE, SPLAY, VALIDATING, APPLYING, PROBATION, STOPPED = (
-    "idle", "splay", "validating", "applying", "probation", "stopped")
-STAGE_RETRY = 5.0  # after DEST could not be written (full, read-only): try the change again
-EX_CONFIG = 78     # sysexits.h: a configuration that can never run (the first one, rejected)
 LATER = ("exit", "probe")  # modes whose probation is run by the next container start
 
 
-class Changes:
+class Changes(Staging):
     def __init__(self, settings, app, procs, timers, fds, log, stats, clock, start_thread, post,
                  rollout=None):
         self.s = settings
@@ -48,6 +45,7 @@ class Changes:
         self.action: Action | None = None
         self.command: Command | None = None
         self.splayed = False          # the splay for the change being considered is over
+        self.save_warned = None       # the state-save failure last told
         self.tokens = 0
         self.on_idle = lambda: None   # set by the core: re-hash what changed meanwhile
         self.modes = Modes(settings, app, procs, timers, fds, clock, start_thread, post, self._env,
@@ -82,38 +80,10 @@ class Changes:
         """The first start. With --stage, the app starts on what DEST holds once it is known
         good, or validated (then on probation); content known bad is held back."""
         self.applied = list(current)
-        rollout = self.rollout
-        if rollout is None:
+        if self.rollout is None:
             self.app.start()
-            return
-        rollout.load()
-        cid = self.config(current)
-        plan = rollout.plan(cid)
-        if plan == "good":
-            self.app.start()
-        elif plan == "probation":
-            # Published, not proven yet: exit or probe mode restarted us for it (or we were
-            # killed on probation). It passed validation; it gets its probation now.
-            self.app.start()
-            if self.app.state == UP:
-                self._begin(Action("start", list(current), [], self.clock(), 0, cid), APPLYING)
-                self._finish("done")
-        elif plan == "held":
-            self._start_on_good("it failed validation or probation before")
         else:
-            self._begin(Action("start", list(current), [], self.clock(), 0), VALIDATING)
-            self._stage_candidate()
-
-    def _start_on_good(self, why: str) -> None:
-        self.log.warning(f"the watched configuration is held back ({why}): starting on the "
-                         f"last-known-good {short(self.rollout.good)}", event="held",
-                         good=short(self.rollout.good))
-        self._on_good(self.applied, self.rollout.publish_good())
-        self.app.start()
-
-    def _on_good(self, snaps: list, good: list) -> None:
-        for index, snap in zip(self.staged, good):
-            snaps[index] = snap
+            self._start_staged(current)
 
     def _begin(self, action: Action, state: str) -> None:
         self.tokens += 1
@@ -171,6 +141,7 @@ class Changes:
             self.command.kill()
             self.command = None
         self.timers.cancel("splay")
+        self.timers.cancel("rollback-retry")
         self.probation.cancel()
         self.modes.cancel()
         self.app.hold_exits(None)
@@ -185,21 +156,6 @@ class Changes:
         if self.state == SPLAY:
             self.state, self.splayed = IDLE, True
             self.on_idle()  # hash what changed during the splay; consider() acts on the newest
-
-    def _stage_candidate(self) -> None:
-        """Copy SRC into DEST as a candidate the app cannot see yet; then validate it."""
-        try:
-            cid, snaps = self.rollout.stage_candidate()
-        except self.rollout.Error as exc:  # DEST is full or read-only: the trigger failed, not the content
-            self._abort(f"cannot stage: {exc.strerror}")
-            return
-        except (ValueError, OSError) as exc:  # SRC cannot be read whole: not something to run
-            self._finish("rejected", str(exc))
-            return
-        for index, snap in zip(self.staged, snaps):
-            self.action.target[index] = snap
-        self.action.config = cid
-        self._validate()
 
     def _validate(self) -> None:
         if not self.s.validate:
@@ -228,19 +184,6 @@ class Changes:
         if self.modes.instant(action.kind) and self.action is action:
             self._finish("done")
 
-    def _abort(self, detail: str) -> None:
-        """Staging failed for a reason that is not the content: nothing changed for the app;
-        the same content is tried again a little later."""
-        action = self.action
-        self._count(action.kind, "failed")
-        self.log.error(f"{detail}; the app is left as it is, trying again in {STAGE_RETRY:g}s",
-                       event="stage-failed", detail=detail)
-        self.rollout.discard_candidate()
-        if action.kind == "start":  # nothing is published that passed validation: run the last good
-            self._start_on_good(detail) if self.rollout.good else self.app.abandon(EX_CONFIG)
-        self.state, self.action = IDLE, None
-        self.timers.set("stage-retry", STAGE_RETRY, self.on_idle)
-
     def _applied(self, ok: bool, detail: str = "") -> None:
         if self.state == APPLYING:
             self._finish("done" if ok else "failed", detail)
@@ -256,6 +199,7 @@ class Changes:
             self.rejected = tuple(s.digest for s in action.target)
             if action.config is not None:
                 self.rollout.mark_bad(action.config)  # gone from DEST, never tried again
+                self._saved()
             self.log.error(f"validation rejected the change, nothing applied: {detail}",
                            event="rejected", took=round(took, 4))
             if action.kind == "start":
@@ -285,42 +229,6 @@ class Changes:
         self.state, self.action = IDLE, None
         # Whatever arrived meanwhile is folded into one follow-up on the newest content.
         self.on_idle()
-
-    def _proven(self, ok: bool, reason: str) -> None:
-        """The end of probation."""
-        action = self.action
-        self.app.hold_exits(None)
-        if ok:
-            self.rollout.accept()
-            self.log.info(f"configuration {short(action.config)} passed probation; it is the "
-                          f"last-known-good now", event="proven", config=short(action.config))
-        elif self.rollout.good is None:
-            self.log.error(f"configuration {short(action.config)} failed probation ({reason}), and "
-                           f"there is nothing to roll back to", event="probation-failed",
-                           config=short(action.config), reason=reason)
-            self.app.release()
-        else:
-            self._roll_back(action, reason)
-            return
-        self.state, self.action = IDLE, None
-        self.on_idle()
-
-    def _roll_back(self, failed: Action, reason: str) -> None:
-        self.stats.rollbacks += 1
-        try:
-            self.rollout.roll_back()
-        except self.rollout.Error as exc:
-            self.log.error(f"cannot publish the last-known-good: {exc.strerror}", event="rollback-failed")
-        good = self.rollout.good
-        self.log.error(f"rolled back {short(failed.config)} -> {short(good)}: {reason}",
-                       event="rollback", bad=short(failed.config), good=short(good), reason=reason)
-        target = list(failed.target)
-        self._on_good(target, self.rollout.snapshots("good"))
-        action = Action(self.s.on_change, target, failed.changed, self.clock(), 0, good, rollback=True)
-        self._begin(action, APPLYING)
-        self.modes.apply(action)  # starting an app that is down finishes in here
-        if self.modes.instant(action.kind) and self.action is action:
-            self._finish("done")
 
     # ---- pieces -----------------------------------------------------------------------------
     def _count(self, kind: str, result: str) -> None:

@@ -22,6 +22,10 @@ def config_id(digests) -> str:
     return xxhash.xxh3_128_hexdigest(",".join(digests).encode())
 
 
+def _is_id(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isalnum()
+
+
 class Rollout:
     Error = StageError  # what a failed write of DEST raises: the trigger failed, not the content
 
@@ -30,41 +34,60 @@ class Rollout:
         self.keep = keep
         self.snapshot = snapshot            # the digest function (the fake OS's, in unit tests)
         self.filters = (include, exclude)   # what counts, as for the watches
-        self.good: str | None = None        # id of the last-known-good configuration
+        # Each configuration known by name: its id (from SRC's digests, so content SRC has and
+        # a copy leaves out, a FIFO say, never makes it look new), SRC's digest per pair, and
+        # the generation holding it in each DEST.
+        self.good: str | None = None        # the last-known-good
         self.good_gens: list = [None] * len(stages)
-        self.candidate: str | None = None   # id of the configuration staged or on probation
+        self.good_digests: list = [None] * len(stages)
+        self.candidate: str | None = None   # staged, or published and on probation
         self.candidate_gens: list = [None] * len(stages)
+        self.candidate_digests: list = [None] * len(stages)
         self.bad: list[str] = []            # ids that failed validation or probation
+        self.save_error: str | None = None  # why the last save failed (retried at the next one)
 
     def __repr__(self) -> str:
         return f"<Rollout good={short(self.good)} candidate={short(self.candidate)} bad={len(self.bad)}>"
 
     # ---- persisted state --------------------------------------------------------------------
     def load(self) -> None:
+        """Read the state back; anything in it that makes no sense is ignored (the pod's other
+        users can write DEST)."""
         states = [stage.load() for stage in self.stages]
         for state in states:
-            for cid in state.get("bad", ()):
-                if isinstance(cid, str) and cid not in self.bad:
+            bad = state.get("bad")
+            for cid in bad if isinstance(bad, list) else ():
+                if _is_id(cid) and cid not in self.bad:
                     self.bad.append(cid)
         self.bad = self.bad[-BAD_KEPT:]
         for kind in ("good", "candidate"):
-            records = [state.get(kind) or {} for state in states]
-            ids = {r.get("config") for r in records}
+            records = [state.get(kind) if isinstance(state.get(kind), dict) else {} for state in states]
+            ids = {r.get("config") if _is_id(r.get("config")) else None for r in records}
             gens = [r.get("gen") for r in records]
+            digests = [r.get("digest") for r in records]
             # Every DEST must name the same configuration, and still hold its generation.
-            if len(ids) == 1 and None not in ids and all(
-                    isinstance(g, str) and g in stage.generations() for g, stage in zip(gens, self.stages)):
+            if (len(ids) == 1 and None not in ids and all(_is_id(d) for d in digests)
+                    and all(g in stage.generations() for g, stage in zip(gens, self.stages))):
                 setattr(self, kind, ids.pop())
                 setattr(self, kind + "_gens", gens)
+                setattr(self, kind + "_digests", digests)
 
-    def save(self) -> None:
-        for index, stage in enumerate(self.stages):
-            state = {"bad": self.bad}
-            if self.good:
-                state["good"] = {"config": self.good, "gen": self.good_gens[index]}
-            if self.candidate:
-                state["candidate"] = {"config": self.candidate, "gen": self.candidate_gens[index]}
-            stage.save(state)
+    def save(self) -> bool:
+        """Write the state into every DEST; False (and save_error says why) when it could not
+        be written: what it holds is kept in memory and written at the next save."""
+        try:
+            for index, stage in enumerate(self.stages):
+                state = {"bad": self.bad}
+                for kind in ("good", "candidate"):
+                    if getattr(self, kind):
+                        state[kind] = {"config": getattr(self, kind), "gen": getattr(self, kind + "_gens")[index],
+                                       "digest": getattr(self, kind + "_digests")[index]}
+                stage.save(state)
+        except StageError as exc:
+            self.save_error = exc.strerror
+            return False
+        self.save_error = None
+        return True
 
     # ---- what is where ----------------------------------------------------------------------
     def is_bad(self, cid: str) -> bool:
@@ -81,16 +104,18 @@ class Rollout:
 
     def plan(self, cid: str) -> str:
         """What a start does with configuration `cid` in SRC: run the last-known-good (`good`),
-        give a published candidate its probation (`probation`), hold content known bad back
-        (`held`), or stage, validate and prove it (`new`)."""
-        published = self.published()
+        hold content known bad back (`held`: that comes first, even if a candidate of it is
+        still published, killed in the middle of its rollback), give a published candidate its
+        probation (`probation`), or stage, validate and prove it (`new`). Raises StageError
+        when the last-known-good must be published and cannot be."""
         if cid == self.good:
-            if published != "good":
-                self.publish("good")
+            self.publish_good()
             return "good"
-        if cid == self.candidate and published == "candidate":
+        if self.is_bad(cid) and self.good:
+            return "held"
+        if cid == self.candidate and self.published() == "candidate":
             return "probation"
-        return "held" if self.is_bad(cid) and self.good else "new"
+        return "new"
 
     def publish_good(self) -> list:
         """Make sure DEST shows the last-known-good; its snapshots."""
@@ -99,8 +124,12 @@ class Rollout:
         return self.snapshots("good")
 
     def snapshots(self, which: str) -> list:
-        gens = self.good_gens if which == "good" else self.candidate_gens
-        return [self.snapshot(stage.path(gen), None, *self.filters) for stage, gen in zip(self.stages, gens)]
+        """What the app sees of a configuration, named by SRC's digests (what the watches
+        compare with)."""
+        gens = getattr(self, which + "_gens")
+        digests = getattr(self, which + "_digests")
+        return [self.snapshot(stage.path(gen), None, *self.filters)._replace(digest=digest)
+                for stage, gen, digest in zip(self.stages, gens, digests)]
 
     def env(self) -> dict:
         """For the validator: the candidate directories and the DESTs, in --stage order."""
@@ -108,9 +137,10 @@ class Rollout:
                 "CFGSUP_STAGE": ":".join(s.dest for s in self.stages)}
 
     # ---- transitions ------------------------------------------------------------------------
-    def stage_candidate(self) -> tuple[str, list]:
-        """Copy every SRC into a new candidate generation (invisible to the app). Returns its id
-        and snapshots. Raises StageError (DEST cannot be written) or ValueError (SRC unreadable)."""
+    def stage_candidate(self, cid: str, digests: list) -> None:
+        """Copy every SRC into a new candidate generation (invisible to the app), as
+        configuration `cid` (SRC's digests). Raises StageError (DEST cannot be written) or
+        ValueError (SRC cannot be copied whole)."""
         self.discard_candidate()
         gens = []
         try:
@@ -120,48 +150,48 @@ class Rollout:
             for stage, gen in zip(self.stages, gens):
                 stage.remove(gen)
             raise
-        snaps = [self.snapshot(stage.path(gen), None, *self.filters) for stage, gen in zip(self.stages, gens)]
-        self.candidate, self.candidate_gens = config_id(s.digest for s in snaps), gens
-        return self.candidate, snaps
+        self.candidate, self.candidate_gens, self.candidate_digests = cid, gens, list(digests)
 
     def discard_candidate(self) -> None:
         """A candidate that is not published goes, leaving DEST as it was."""
-        if self.candidate and self.published() != "candidate":
+        if self.published() == "candidate":
+            return
+        if self.candidate:
             for stage, gen in zip(self.stages, self.candidate_gens):
                 if gen not in self.good_gens:
                     stage.remove(gen)
-        if self.published() != "candidate":
-            self.candidate, self.candidate_gens = None, [None] * len(self.stages)
+        self.candidate = None
+        self.candidate_gens, self.candidate_digests = [None] * len(self.stages), [None] * len(self.stages)
 
     def publish(self, which: str) -> None:
-        gens = self.good_gens if which == "good" else self.candidate_gens
-        for stage, gen in zip(self.stages, gens):
+        """Swap every DEST to that configuration; raises StageError when one cannot be."""
+        for stage, gen in zip(self.stages, getattr(self, which + "_gens")):
             stage.publish(gen)
         self.save()
 
     def mark_bad(self, cid: str) -> None:
-        if cid and cid not in self.bad:
+        if _is_id(cid) and cid not in self.bad:
             self.bad = (self.bad + [cid])[-BAD_KEPT:]
         self.discard_candidate()
-        try:
-            self.save()
-        except StageError:
-            pass  # remembered in memory; the next save writes it
+        self.save()
 
     def accept(self) -> None:
         """The candidate passed probation: it is the last-known-good now."""
-        self.good, self.good_gens = self.candidate, list(self.candidate_gens)
-        self.candidate, self.candidate_gens = None, [None] * len(self.stages)
+        self.good, self.good_gens, self.good_digests = (
+            self.candidate, list(self.candidate_gens), list(self.candidate_digests))
+        self.candidate = None
+        self.candidate_gens, self.candidate_digests = [None] * len(self.stages), [None] * len(self.stages)
         self.save()
         for stage, gen in zip(self.stages, self.good_gens):
             stage.prune({gen}, self.keep - 1)
 
     def roll_back(self) -> None:
         """The candidate failed probation: it is bad, and the last-known-good is published. The
-        bad mark is saved first: killed in between, the next start still finds it."""
-        failed = self.candidate
-        if failed and failed not in self.bad:
-            self.bad = (self.bad + [failed])[-BAD_KEPT:]
+        bad mark is saved first: killed in between, the next start still finds it (and plan()
+        holds it back). Raises StageError when the last-known-good cannot be published; the bad
+        mark is kept in memory, and a later call tries again."""
+        if self.candidate and self.candidate not in self.bad:
+            self.bad = (self.bad + [self.candidate])[-BAD_KEPT:]
         self.save()
         self.publish("good")
         self.discard_candidate()

@@ -21,8 +21,17 @@ import time
 from . import tree
 
 STATE = "..cfgsup-state"
+LOCK = "..cfgsup-lock"
 DATA = "..data"
 _COPY = 1 << 20  # bytes per read while copying a file
+_FIRST = 1 << 16  # as the digest reads: one read of this much, then up to the file's size
+
+
+def is_gen(name) -> bool:
+    """A generation's name as cfgsup makes them: `..YYYY_MM_DD_HH_MM_SS.NNNNNNNNN`, nothing else.
+    What the state file or DEST says is checked against it, so `../../etc` is never removed."""
+    return (isinstance(name, str) and len(name) == 31 and name.startswith("..") and name[21] == "."
+            and name[2:21].replace("_", "").isdigit() and name[22:].isdigit())
 
 
 class StageError(OSError):
@@ -69,25 +78,54 @@ class Stage:
         if not os.access(self.dest, os.W_OK | os.X_OK):
             raise ValueError(f"--stage: {self.dest} is not writable for uid {os.geteuid()}")
 
-    def load(self) -> dict:
-        """The state kept in DEST, or {} when there is none (or it cannot be read)."""
+    def lock(self) -> None:
+        """Hold DEST for this process (an flock the kernel drops when it dies): a second cfgsup
+        on the same DEST would overwrite the state and prune the generations of the first.
+        Raises ValueError when another one holds it."""
+        import fcntl
+
         try:
-            with open(os.path.join(self.dest, STATE), encoding="utf-8") as fh:
-                state = json.load(fh)
-        except (OSError, ValueError):
+            fd = os.open(os.path.join(self.dest, LOCK),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ValueError(f"--stage: {self.dest} is staged by another cfgsup already") from None
+        except OSError as exc:
+            raise ValueError(f"--stage: cannot lock {self.dest}: {exc.strerror}") from None
+        self.lock_fd = fd  # kept open for the life of the process
+
+    def load(self) -> dict:
+        """The state kept in DEST, or {} when there is none, or it cannot be read or makes no
+        sense (never followed through a link: DEST is writable by the pod's other users)."""
+        try:
+            fd = os.open(os.path.join(self.dest, STATE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read(1 << 20)  # a state is a few KiB; anything bigger is not ours
+            state = json.loads(data)
+        except (OSError, ValueError, RecursionError):
             return {}
         return state if isinstance(state, dict) and state.get("version") == 1 else {}
 
     def save(self, state: dict) -> None:
+        """Write the state whole, then rename it over the old one. The temporary file gets a
+        name of its own and is made new (O_EXCL, O_NOFOLLOW): a link planted in DEST is never
+        written through."""
         state = dict(state, version=1)
-        tmp = os.path.join(self.dest, STATE + ".tmp")
+        tmp = os.path.join(self.dest, f"{STATE}.{os.getpid()}.{time.time_ns()}")
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(state, fh, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(fd, json.dumps(state, sort_keys=True).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.rename(tmp, os.path.join(self.dest, STATE))
         except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
             raise StageError(exc.errno, f"cannot write {STATE} in {self.dest}: {exc.strerror}") from None
 
     # ---- generations -----------------------------------------------------------------------
@@ -99,12 +137,11 @@ class Stage:
             target = os.readlink(os.path.join(self.dest, DATA))
         except OSError:
             return None
-        return target if os.path.isdir(self.path(target)) else None
+        return target if is_gen(target) and os.path.isdir(self.path(target)) else None
 
     def generations(self) -> list[str]:
         try:
-            return sorted(n for n in os.listdir(self.dest)
-                          if n.startswith("..") and n not in (DATA, STATE, STATE + ".tmp", "..data_tmp"))
+            return sorted(n for n in os.listdir(self.dest) if is_gen(n))
         except OSError:
             return []
 
@@ -141,7 +178,9 @@ class Stage:
         except OSError as exc:
             raise StageError(exc.errno, f"cannot write {self.dest}: {exc.strerror}") from None
         self._same_owner(base, target)
-        for rel, kind in tree.walk(base):
+        dirs = []
+        for rel, kind in tree.walk(base, dirs=dirs):
+            self._not_into_dest(dirs)
             if kind == tree.UNREADABLE:
                 raise ValueError(f"cannot read {os.path.join(self.src, rel)}")
             if kind != tree.FILE:
@@ -151,6 +190,15 @@ class Stage:
             if parent and not os.path.isdir(os.path.join(target, parent)):
                 self._make_dirs(base, target, parent)
             self._copy_file(src_path, dst_path)
+        self._not_into_dest(dirs)
+
+    def _not_into_dest(self, dirs: list) -> None:
+        """A link from SRC into DEST would make every publish change SRC, for ever."""
+        inside = os.path.realpath(self.dest) + "/"
+        while dirs:
+            real = dirs.pop()  # each directory the walk entered, checked once
+            if (real + "/").startswith(inside):
+                raise ValueError(f"{self.src} links into {self.dest} ({real})")
 
     def _make_dirs(self, base: str, target: str, rel: str) -> None:
         parts = rel.split("/")
@@ -175,14 +223,18 @@ class Stage:
             except OSError as exc:
                 raise StageError(exc.errno, f"cannot write {self.dest}: {exc.strerror}") from None
             try:
-                while True:
-                    chunk = os.read(fd, _COPY)
-                    if not chunk:
-                        break
+                # What the digest reads, no more: one read, and if that was full, up to the size
+                # the file has now (a file that keeps growing, or /proc's, cannot hold the loop).
+                chunk, left = os.read(fd, _FIRST), 0
+                if len(chunk) == _FIRST:
+                    left = st.st_size - _FIRST
+                while chunk:
                     try:
                         _write_all(out, chunk)
                     except OSError as exc:
                         raise StageError(exc.errno, f"cannot write {self.dest}: {exc.strerror}") from None
+                    chunk = os.read(fd, min(_COPY, left)) if left > 0 else b""
+                    left -= len(chunk)
                 if self.owners:
                     os.fchown(out, st.st_uid, st.st_gid)
                 os.fchmod(out, stat.S_IMODE(st.st_mode))  # after chown, which clears setuid bits
@@ -203,11 +255,10 @@ class Stage:
 
     def publish(self, gen: str) -> None:
         """Make `gen` what the app sees: swap ..data to it (atomic), then the visible links."""
-        data, tmp = os.path.join(self.dest, DATA), os.path.join(self.dest, "..data_tmp")
+        data = os.path.join(self.dest, DATA)
+        tmp = os.path.join(self.dest, f"..data_tmp.{os.getpid()}.{time.time_ns()}")
         try:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            os.symlink(gen, tmp)
+            os.symlink(gen, tmp)  # a name of our own: nothing planted in DEST is in the way
             os.rename(tmp, data)
             wanted = {n for n in os.listdir(self.path(gen)) if not n.startswith("..")}
             for name in os.listdir(self.dest):
@@ -226,7 +277,7 @@ class Stage:
             raise StageError(exc.errno, f"cannot publish into {self.dest}: {exc.strerror}") from None
 
     def remove(self, gen: str | None) -> None:
-        if not gen or not gen.startswith("..") or gen in (DATA, STATE):
+        if not is_gen(gen):
             return
         import shutil
 

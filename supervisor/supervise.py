@@ -88,6 +88,7 @@ class Supervisor:
         try:
             for stage in self.rollout.stages if self.rollout else ():
                 stage.check()
+                stage.lock()
             self.watches.add()  # hash before the app starts: that is the content it starts with
         except ValueError as exc:
             self.log.error(str(exc), event="usage")

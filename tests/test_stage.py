@@ -107,15 +107,23 @@ def two(tmp_path):
     return a, b, stages
 
 
+def stage_now(rollout, volumes):
+    """Stage what the volumes hold now, named by their digests (as the pipeline does)."""
+    digests = [snapshot(v.path).digest for v in volumes]
+    cid = config_id(digests)
+    rollout.stage_candidate(cid, digests)
+    return cid
+
+
 def test_pairs_are_one_configuration_and_survive_a_restart(tmp_path):
     a, b, stages = two(tmp_path)
     rollout = Rollout(stages, 3, snapshot)
-    cid, snaps = rollout.stage_candidate()
-    assert cid == config_id(s.digest for s in snaps) and len(snaps) == 2
+    cid = stage_now(rollout, (a, b))
+    assert len(rollout.candidate_gens) == 2
     rollout.publish("candidate")
     rollout.accept()
     b.write({"b.conf": "b2"})
-    bad, _ = rollout.stage_candidate()
+    bad = stage_now(rollout, (a, b))
     rollout.publish("candidate")
     rollout.roll_back()
     assert rollout.published() == "good"
@@ -125,9 +133,9 @@ def test_pairs_are_one_configuration_and_survive_a_restart(tmp_path):
 
 
 def test_states_that_disagree_forget_the_good_one(tmp_path):
-    _a, _b, stages = two(tmp_path)
+    a, b, stages = two(tmp_path)
     rollout = Rollout(stages, 3, snapshot)
-    rollout.stage_candidate()
+    stage_now(rollout, (a, b))
     rollout.publish("candidate")
     rollout.accept()
     path = os.path.join(stages[1].dest, STATE)
@@ -140,13 +148,13 @@ def test_states_that_disagree_forget_the_good_one(tmp_path):
 
 
 def test_the_bad_mark_is_saved_before_the_good_one_is_published(tmp_path, monkeypatch):
-    a, _b, stages = two(tmp_path)
+    a, b, stages = two(tmp_path)
     rollout = Rollout(stages, 3, snapshot)
-    rollout.stage_candidate()
+    stage_now(rollout, (a, b))
     rollout.publish("candidate")
     rollout.accept()
     a.write({"a.conf": "a2"})
-    bad, _ = rollout.stage_candidate()
+    bad = stage_now(rollout, (a, b))
     rollout.publish("candidate")
 
     def killed(_gen):
@@ -165,5 +173,84 @@ def test_bad_marks_are_bounded(tmp_path):
     _a, _b, stages = two(tmp_path)
     rollout = Rollout(stages, 3, snapshot)
     for n in range(BAD_KEPT + 10):
-        rollout.mark_bad(f"id-{n}")
-    assert len(rollout.bad) == BAD_KEPT and rollout.bad[-1] == f"id-{BAD_KEPT + 9}"
+        rollout.mark_bad(f"id{n}")
+    assert len(rollout.bad) == BAD_KEPT and rollout.bad[-1] == f"id{BAD_KEPT + 9}"
+
+
+# ---- a hostile or broken DEST (it is an emptyDir every container of the pod can write) -----------
+@pytest.mark.parametrize("text", ['{"version": 1, "bad": 5, "good": []}', "[" * 100000, "not json",
+                                  '{"version": 1, "good": {"config": "abc", "gen": "../../etc", "digest": "abc"}}',
+                                  '{"version": 1, "bad": ["ok", {"x": 1}, "../x", "' + "a" * 200 + '"]}'])
+def test_a_state_that_makes_no_sense_is_ignored(tmp_path, text):
+    a, b, stages = two(tmp_path)
+    for stage in stages:
+        with open(os.path.join(stage.dest, STATE), "w") as fh:
+            fh.write(text)
+    rollout = Rollout(stages, 3, snapshot)
+    rollout.load()
+    assert rollout.good is None and all(len(cid) <= 64 and cid.isalnum() for cid in rollout.bad)
+    stages[0].remove("../../etc")  # never a path outside DEST
+    assert os.path.isdir("/etc")
+
+
+def test_links_planted_in_dest_are_never_written_through(tmp_path):
+    a, b, stages = two(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    state = os.path.join(stages[0].dest, STATE)
+    os.symlink(victim, state)
+    rollout = Rollout(stages, 3, snapshot)
+    rollout.load()  # not read through the link either
+    assert rollout.save()
+    assert victim.read_text() == "precious" and not os.path.islink(state)
+
+
+def test_a_second_cfgsup_on_the_same_dest_is_refused(src, tmp_path):
+    first, second = Stage(src.path, str(tmp_path / "dest")), Stage(src.path, str(tmp_path / "dest"))
+    first.check()
+    first.lock()
+    with pytest.raises(ValueError, match="staged by another cfgsup already"):
+        second.lock()
+    os.close(first.lock_fd)
+    second.lock()  # free again once the first is gone
+
+
+def test_a_link_from_src_into_dest_is_refused(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.conf").write_text("a")
+    dest = tmp_path / "dest"
+    stage = Stage(str(plain), str(dest))
+    stage.check()
+    (plain / "mirror").symlink_to(dest)
+    with pytest.raises(ValueError, match="links into"):
+        stage.copy()
+    assert stage.generations() == []  # the half-made candidate is gone
+
+
+def test_a_copy_reads_no_more_than_the_digest(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "endless").symlink_to("/proc/self/pagemap")  # reads without end, says size 0
+    stage = Stage(str(plain), str(tmp_path / "dest"))
+    stage.check()
+    gen = stage.copy()
+    assert os.path.getsize(os.path.join(stage.path(gen), "endless")) <= 1 << 16
+
+
+def test_the_last_good_is_held_when_killed_in_the_middle_of_its_rollback(tmp_path):
+    """The bad mark was saved, DEST still shows the failed candidate: a new start holds it back
+    instead of giving it a probation again."""
+    a, b, stages = two(tmp_path)
+    rollout = Rollout(stages, 3, snapshot)
+    stage_now(rollout, (a, b))
+    rollout.publish("candidate")
+    rollout.accept()
+    a.write({"a.conf": "a2"})
+    bad = stage_now(rollout, (a, b))
+    rollout.publish("candidate")
+    rollout.bad.append(bad)
+    rollout.save()  # ... and killed here
+    again = Rollout(stages, 3, snapshot)
+    again.load()
+    assert again.published() == "candidate" and again.plan(bad) == "held"

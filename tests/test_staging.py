@@ -134,3 +134,77 @@ def test_the_app_never_runs_on_bad_content_and_ends_on_the_newest_good(tmp_path_
             first = runs.index(bad)
             assert bad not in runs[first + 1:], f"{bad} ran again after it failed"
     assert h.published() == newest_good and h.sys.ran[-1][1] == newest_good
+
+
+# ---- when DEST cannot be written (full, read-only) -------------------------------------------------
+def full_disk(monkeypatch, what):
+    import errno
+
+    from supervisor.stage import Stage, StageError
+
+    def refuse(self, *args):
+        raise StageError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Stage, what, refuse)
+
+
+def test_a_rollback_that_cannot_publish_keeps_the_app_off_the_bad_content(tmp_path, monkeypatch):
+    h = StagedHarness(tmp_path, on_change="restart", min_uptime=5)
+    h.advance(5)  # v1 proven
+    h.swap("v2")
+    h.exit(h.child, signal.SIGTERM)
+    assert h.sys.ran[-1] == ("start", "v2")
+    full_disk(monkeypatch, "publish")
+    starts = len(h.sys.ran)
+    h.exit(h.child, exited(3))  # v2 makes the app exit; the last-known-good cannot be published
+    assert "cannot publish the last-known-good" in h.log() and len(h.sys.ran) == starts
+    h.advance(5)
+    assert len(h.sys.ran) == starts  # tried again, still full: the app stays down
+    monkeypatch.undo()
+    h.advance(5)  # room again: the rollback goes through, and the app starts on v1
+    assert h.sys.ran[-1] == ("start", "v1") and h.published() == "v1"
+    assert h.sup.stats.rollbacks == 1
+
+
+def test_a_full_dest_at_start_is_one_line_and_exit_75(tmp_path, monkeypatch):
+    h = StagedHarness(tmp_path, min_uptime=0)
+    h.advance(1)  # v1 proven
+    h.signal(signal.SIGTERM)
+    h.exit(h.child, exited(0))
+    full_disk(monkeypatch, "publish")
+    # SRC went back to the last-known-good while DEST shows another generation (a candidate).
+    again = StagedHarness.__new__(StagedHarness)
+    again.volume = h.volume
+    h.volume.write({"app.conf": "v9"})
+    from fakes import FsSystem, Harness
+
+    Harness.__init__(again, FsSystem(h.sys.dest), stage=((h.volume.path, h.sys.dest),),
+                     watches=(h.volume.path,), min_uptime=0)
+    assert again.sys.ran == [] and "Traceback" not in again.log()
+
+
+def test_a_state_that_cannot_be_saved_is_warned_about_not_a_crash(tmp_path, monkeypatch):
+    h = StagedHarness(tmp_path, on_change="signal", min_uptime=2)
+    full_disk(monkeypatch, "save")
+    h.advance(2)  # the probation passes; its state cannot be written
+    assert "passed probation" in h.log() and "cannot write cfgsup's state" in h.log()
+    h.swap("v2")
+    assert h.sys.ran[-1] == ("signal", "v2")
+
+
+def test_a_fifo_in_src_does_not_make_every_idle_moment_a_change(tmp_path):
+    """SRC's digest counts a FIFO (by name and kind), a copy leaves it out: the configuration is
+    named by SRC's digest, so the copy's differing one never looks like a change."""
+    import os
+
+    h = StagedHarness(tmp_path, on_change="signal", min_uptime=1)
+    h.advance(1)
+    h.volume.write({"app.conf": "v2"})
+    os.mkfifo(os.path.join(h.volume.path, "..data", "pipe"))  # after the write: the writer reads
+    h.events.put(("fs", 0, True))
+    h.drain()
+    assert h.sys.ran[-1] == ("signal", "v2")
+    signals = len(h.sys.ran)
+    for _ in range(5):
+        h.advance(6)
+    assert len(h.sys.ran) == signals  # acted once, then nothing
