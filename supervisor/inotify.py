@@ -29,6 +29,7 @@ MASK = (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | I
         | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 
 HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then len bytes of name
+                                # (NUL-padded), read by watcher.py
 BUFFER = 65536                  # one read; the largest event is 16 + NAME_MAX + 1 bytes
 
 
@@ -83,14 +84,3 @@ class Inotify:
             os.close(self.fd)
             self.fd = -1
 
-
-def events(data: bytes):
-    """Yield (wd, mask, name) for each event in `data`, as read() returned it."""
-    unpack, size, end = HEADER.unpack_from, HEADER.size, len(data)
-    offset = 0
-    while offset + size <= end:
-        wd, mask, _cookie, length = unpack(data, offset)
-        start = offset + size
-        offset = start + length
-        name = data[start:offset].rstrip(b"\0") if length else b""
-        yield wd, mask, os.fsdecode(name) if name else ""

@@ -28,13 +28,13 @@ import os
 
 from .digest import selected
 from .inotify import (BUFFER, HEADER, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_ISDIR,
-                      IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, IN_Q_OVERFLOW, IN_UNMOUNT, Inotify,
-                      events)
+                      IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, IN_Q_OVERFLOW, IN_UNMOUNT, Inotify)
 
 COMMIT, CHANGE, GONE, MOVED, OVERFLOW = "commit", "change", "gone", "moved", "overflow"
 TREE, KUBELET, NAMES = "tree", "kubelet", "names"
 READS = 4  # reads of BUFFER bytes per wake-up at most (about 8000 events); poll() says if more wait
 _FULL = BUFFER - HEADER.size - 256  # a read shorter than this emptied the queue
+_DATA, _DOTS = b"..data", b".."      # names stay bytes until a glob needs them
 
 
 def roles(snap) -> dict:
@@ -53,7 +53,7 @@ def roles(snap) -> dict:
         if path in tree:
             role.append((TREE, tree[path]))
         if path in names:
-            role.append((NAMES, frozenset(names[path])))
+            role.append((NAMES, frozenset(os.fsencode(name) for name in names[path])))
         found[path] = tuple(role) or ((KUBELET, None),)
     return found
 
@@ -68,12 +68,16 @@ class InotifyWatcher:
         self.users: dict = {}     # wd -> {(index, path): roles}
         self.armed: dict = {}     # index -> {path: wd}
         self.walked: dict = {}    # index -> relative prefixes of the directories its walk listed
+        self.read_as: dict = {}   # index -> what its armed snapshot read (to skip an unchanged one)
 
     def arm(self, index: int, snap) -> bool:
         """Watch exactly the directories `snap` read for watch `index`: add new ones, drop gone
         ones. True when one was added: what is in it may have moved between the read and now, so
         read again. Raises OSError when a directory cannot be watched (ENOSPC: the watch limit;
         EACCES); the watch then has none left."""
+        seen = (snap.dirs, snap.tree, snap.names)
+        if self.read_as.get(index) == seen:
+            return False  # the same directories, for the same reasons: nothing to do
         wanted = roles(snap)
         old = self.armed.get(index, {})
         new: dict = {}
@@ -101,12 +105,14 @@ class InotifyWatcher:
                 self._drop(index, path, wd)
         self.armed[index] = new
         self.walked[index] = frozenset(prefix for _path, prefix in snap.tree)
+        self.read_as[index] = seen
         return added
 
     def disarm(self, index: int) -> None:
         for path, wd in self.armed.pop(index, {}).items():
             self._drop(index, path, wd)
         self.walked.pop(index, None)
+        self.read_as.pop(index, None)
 
     def _drop(self, index: int, path: str, wd: int) -> None:
         users = self.users.get(wd)
@@ -119,31 +125,39 @@ class InotifyWatcher:
 
     def read(self) -> set:
         notes: set = set()
+        unpack, size, users_of = HEADER.unpack_from, HEADER.size, self.users.get
         for _ in range(READS):
             data = self.inotify.read()
-            for wd, mask, name in events(data):
-                if mask & IN_Q_OVERFLOW:
-                    notes.add((OVERFLOW, None))
+            end, offset = len(data), 0
+            while offset < end:  # struct inotify_event: wd, mask, cookie, len, then the name
+                wd, mask, _cookie, length = unpack(data, offset)
+                offset += size + length
+                users = users_of(wd)
+                if users is None:  # a watch we removed (its last events), or an overflow
+                    if mask & IN_Q_OVERFLOW:
+                        notes.add((OVERFLOW, None))
                     continue
-                users = self.users.get(wd)
-                if not users:
-                    continue  # a watch we removed: its last events, or its IN_IGNORED
                 if mask & IN_IGNORED:  # the kernel dropped it (its directory deleted, unmounted)
-                    del self.users[wd]
-                    for (index, path), role in users.items():
-                        if self.armed.get(index, {}).get(path) == wd:
-                            del self.armed[index][path]
-                        notes.add((GONE if _is_root(role) else CHANGE, index))
+                    self._ignored(wd, users, notes)
                     continue
+                name = data[offset - length:offset].rstrip(b"\0") if length else b""
                 for (index, path), role in users.items():
                     note = self._meaning(index, path, role, mask, name)
                     if note is not None:
                         notes.add((note, index))
-            if len(data) < _FULL:
+            if end < _FULL:
                 break
         return notes
 
-    def _meaning(self, index: int, path: str, role, mask: int, name: str) -> str | None:
+    def _ignored(self, wd: int, users: dict, notes: set) -> None:
+        del self.users[wd]
+        for (index, path), role in users.items():
+            if self.armed.get(index, {}).get(path) == wd:
+                del self.armed[index][path]
+                self.read_as.pop(index, None)  # the same snapshot must add it again
+            notes.add((GONE if _is_root(role) else CHANGE, index))
+
+    def _meaning(self, index: int, path: str, role, mask: int, name: bytes) -> str | None:
         if mask & (IN_DELETE_SELF | IN_UNMOUNT | IN_MOVE_SELF):
             if not _is_root(role):
                 return CHANGE  # a subdirectory: its parent's listing tells the rest
@@ -152,20 +166,21 @@ class InotifyWatcher:
             return CHANGE  # the directory's own attributes: it may have become (un)readable
         for kind, data in role:
             if kind is KUBELET:
-                if name == "..data":
+                if name == _DATA:
                     return COMMIT if mask & IN_MOVED_TO else CHANGE
             elif kind is NAMES:
                 if name in data:
                     return CHANGE
-            elif name == "..data" or (not name.startswith("..")
-                                      and self._counts(index, path, data, mask, name)):
+            elif name == _DATA or (not name.startswith(_DOTS)
+                                   and self._counts(index, path, data, mask, name)):
                 return CHANGE
         return None
 
-    def _counts(self, index: int, path: str, prefix: str, mask: int, name: str) -> bool:
+    def _counts(self, index: int, path: str, prefix: str, mask: int, raw: bytes) -> bool:
         """Whether a name in a tree directory is one the digest reads (--include/--exclude)."""
         if not (self.include or self.exclude) or mask & IN_ISDIR:
             return True
+        name = os.fsdecode(raw)
         rel = prefix + name
         if selected(rel, self.include, self.exclude):
             return True
@@ -180,6 +195,7 @@ class InotifyWatcher:
         self.inotify.close()
         self.users.clear()
         self.armed.clear()
+        self.read_as.clear()
 
 
 def _is_root(role) -> bool:

@@ -157,7 +157,7 @@ class Watches:
         except OSError as exc:  # never seen; but PID 1 must not end on it: poll everything
             self._give_up(exc)
             return
-        for note, index in sorted(notes, key=lambda n: (n[0], n[1] or 0)):
+        for note, index in sorted(notes):  # (OVERFLOW, None) is the only one of its kind
             if note == OVERFLOW:  # events were lost: read every watch on inotify again
                 self.log.debug("the inotify queue overflowed; reading every watched path again",
                                event="overflow")

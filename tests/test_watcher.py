@@ -207,3 +207,18 @@ def test_one_read_is_bounded_and_the_rest_stays_queued(watcher, tmp_path):
     while w.read():
         reads += 1
     assert reads > 1 and READS > 1
+
+
+def test_a_root_deleted_and_made_again_is_watched_again(watcher, tmp_path):
+    """The same path, the same snapshot shape: only the kernel knows the old watch is gone."""
+    root = tmp_path / "c"
+    write(str(root / "a"))
+    w = watcher()
+    w.arm(0, snapshot(str(root)))
+    assert w.arm(0, snapshot(str(root))) is False
+    shutil.rmtree(root)
+    write(str(root / "a"), "2")
+    assert (GONE, 0) in w.read()
+    assert w.arm(0, snapshot(str(root))) is True and wds(w) == 1
+    write(str(root / "a"), "3")
+    assert w.read() == {(CHANGE, 0)}
