@@ -17,6 +17,7 @@ from .digest import MISSING, Snapshot
 MISSING_POLL = 1.0     # how often a missing watched path is looked for (inotify mode)
 HASH_RETRY = 1.0       # after a transient failure to hash (out of fds or memory)
 INOTIFY, POLL, GONE = "inotify", "poll", "missing"  # a watch's modes
+_BROKEN = 0x8 | 0x10 | 0x20  # POLLERR | POLLHUP | POLLNVAL
 
 
 def reason(exc: BaseException) -> str:
@@ -148,11 +149,13 @@ class Watches:
         return self.s.poll if self.s.poll is not None else MISSING_POLL
 
     # ---- events -----------------------------------------------------------------------------
-    def _readable(self, _mask) -> None:
+    def _readable(self, mask: int) -> None:
         """The inotify fd has events: what they mean for each watch (watcher.py)."""
         from .watcher import CHANGE, COMMIT, MOVED, OVERFLOW
 
         try:
+            if mask & _BROKEN:  # else poll() would say so again at once, for ever
+                raise OSError(errno.EBADF, "the inotify fd is broken")
             notes = self.watcher.read()
         except OSError as exc:  # never seen; but PID 1 must not end on it: poll everything
             self._give_up(exc)

@@ -222,3 +222,12 @@ def test_a_root_deleted_and_made_again_is_watched_again(watcher, tmp_path):
     assert w.arm(0, snapshot(str(root))) is True and wds(w) == 1
     write(str(root / "a"), "3")
     assert w.read() == {(CHANGE, 0)}
+
+
+def test_a_kubelet_volume_inside_a_plain_directory_is_heard_through_its_data(watcher, tmp_path):
+    write(str(tmp_path / "p" / "top.conf"))
+    volume = KubeletVolume(tmp_path / "p" / "vol", {"a.conf": "1", "nested/b": "1"})
+    w = watcher()
+    w.arm(0, snapshot(str(tmp_path / "p")))
+    volume.write({"a.conf": "2", "nested/b": "1"})  # only `..`-names change in vol itself
+    assert w.read() == {(CHANGE, 0)}

@@ -155,3 +155,15 @@ def test_a_first_watch_refused_for_another_reason_polls_only_that_one():
     assert [w.mode for w in h.sup.watches.list] == ["poll", "inotify"]
     assert "cannot watch /cfg with inotify (Permission denied); polling it every 1s" in h.log()
     assert not system.the_watcher.closed and h.log().count("WARNING") == 1
+
+
+def test_a_broken_inotify_fd_is_given_up_for_polling():
+    """poll() keeps reporting POLLNVAL on a closed fd: reading on would spin PID 1."""
+    h = Harness(watches=("/cfg",), on_change="signal")
+    h.events.put(("fd", h.sys.the_watcher.fd, 0x20))
+    h.drain()
+    assert h.sup.watches.watcher is None and h.sup.watches.list[0].mode == "poll"
+    assert "inotify unavailable (the inotify fd is broken); polling every 1s instead" in h.log()
+    h.sys.content["/cfg"] = "v2"
+    h.advance(1.1)
+    assert h.sys.sent == [(h.child, signal.SIGHUP, False)]
