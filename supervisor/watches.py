@@ -93,10 +93,11 @@ class Watches:
                 self._poll_it(watch)
             else:
                 self._arm(index, watch, watch.current)
+        # Anything that changed between the first hash and the watches being in place. Said
+        # after it: from that line on, every change is seen through the watches.
+        self.refresh(range(len(self.list)))
         self.log.info("watching " + ", ".join(f"{w.path} ({w.mode})" for w in self.list),
                       event="watching")
-        # Anything that changed between the first hash and the watches being in place.
-        self.refresh(range(len(self.list)))
 
     def close(self) -> None:
         if self.watcher is not None:
