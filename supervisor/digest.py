@@ -38,15 +38,41 @@ _MARK = {kind: kind.encode() for kind in (FILE, UNREADABLE, DANGLING, "p", "s", 
 # digest: 32 hex digits, or MISSING; entries: top-level name -> digest of that file or subtree;
 # unreadable: relative paths that could not be read; kubelet: read through a `..data` link;
 # dirs: the real directories this snapshot read, what an inotify watcher must watch to see every
-# change to it (links followed; for a kubelet volume its root, where `..data` swaps).
+# change to it (links followed; for a kubelet volume its root, where `..data` swaps). Of those,
+# tree: the ones the walk listed, each with the relative path its names have here ("" for the
+# watched directory, "sub/" for a subdirectory or a link to one), as (dir, prefix) pairs; and
+# names: the ones where a single name counts, as (dir, name) pairs: the directory holding a
+# watched file or link, and the one where a linked watched file really lives. Any other is a
+# kubelet volume's root, where only `..data` counts.
 # (A namedtuple, not typing.NamedTuple: PID 1 need not import typing.)
-Snapshot = namedtuple("Snapshot", "digest entries unreadable kubelet dirs", defaults=((),))
+Snapshot = namedtuple("Snapshot", "digest entries unreadable kubelet dirs tree names",
+                      defaults=((), (), ()))
+
+
+class _Seen:
+    """What one read looked at, gathered for its Snapshot (see dirs, tree and names there)."""
+    __slots__ = ("dirs", "tree", "names")
+
+    def __init__(self, dirs=(), tree=(), names=()):
+        self.dirs, self.tree, self.names = list(dirs), list(tree), list(names)
+
+    def copy(self) -> "_Seen":
+        return _Seen(self.dirs, self.tree, self.names)
+
+    def named(self, directory: str, name: str) -> None:
+        if directory not in self.dirs:
+            self.dirs.append(directory)
+        self.names.append((directory, name))
+
+    def snap(self, digest, entries, unreadable, kubelet) -> Snapshot:
+        return Snapshot(digest, entries, unreadable, kubelet, tuple(self.dirs), tuple(self.tree),
+                        tuple(self.names))
 
 
 _U64 = struct.Struct("<Q")  # length frames
 
 
-def _selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+def selected(rel: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     base = rel.rpartition("/")[2]
 
     def hit(patterns):
@@ -94,7 +120,7 @@ def _hash(dir_fd: int, items, include, exclude, kubelet: bool, unreadable: list)
     digest_of, short_digest = xxhash.xxh3_128_digest, xxhash.xxh3_64_hexdigest
     file, flags, first = FILE, _FLAGS, FIRST  # locals: this loop runs once per file
     for rel, kind in items:
-        if filtered and not _selected(rel, include, exclude):
+        if filtered and not selected(rel, include, exclude):
             continue
         content = None
         if kind is file:
@@ -148,26 +174,28 @@ def _hash(dir_fd: int, items, include, exclude, kubelet: bool, unreadable: list)
     return total.hexdigest(), entries
 
 
-def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool, dirs: list) -> Snapshot:
-    """Read directory `base` (a payload dir when `kubelet`), or only its entry `only`. Appends
-    to `dirs` the real directories read. Raises FileNotFoundError when base is gone."""
+def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool, seen: _Seen) -> Snapshot:
+    """Read directory `base` (a payload dir when `kubelet`), or only its entry `only`. Adds to
+    `seen` the real directories read. Raises FileNotFoundError when base is gone."""
     # O_PATH: a handle for the relative opens, needs no read permission of its own.
     dir_fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         real = real_path(dir_fd, base)
         if kubelet:  # the volume root, where ..data swaps: the payload dirs never change
-            dirs.append(os.path.dirname(real))
+            seen.dirs.append(os.path.dirname(real))
         elif only is not None:  # where the watched name can be created or replaced
-            dirs.append(real)
+            seen.named(real, only)
         unreadable: list[str] = []
+        walked: list[str] = []
+        prefixes: list[str] = []
         if only is None:
-            items = walk(base, "", None if kubelet else dirs, real)
+            items = walk(base, "", None if kubelet else walked, real, prefixes)
         else:
             try:
                 kind = kind_of_mode(os.stat(only, dir_fd=dir_fd).st_mode)
             except FileNotFoundError:
                 if not os.path.lexists(os.path.join(base, only)):
-                    return Snapshot(MISSING, {}, (), kubelet, tuple(dirs))
+                    return seen.snap(MISSING, {}, (), kubelet)
                 kind = DANGLING
             except OSError as exc:
                 if exc.errno in TRANSIENT:
@@ -178,51 +206,54 @@ def _snapshot(base: str, only: str | None, include, exclude, kubelet: bool, dirs
             else:
                 items = ((only, kind),)
                 if not kubelet and kind is not DANGLING:  # where a linked file really lives
-                    where = os.path.dirname(os.path.realpath(os.path.join(base, only)))
-                    if where not in dirs:
-                        dirs.append(where)
+                    where = os.path.realpath(os.path.join(base, only))
+                    seen.named(os.path.dirname(where), os.path.basename(where))
         digest, entries = _hash(dir_fd, items, include, exclude, kubelet, unreadable)
     finally:
         os.close(dir_fd)
-    return Snapshot(digest, entries, tuple(sorted(set(unreadable))) if unreadable else (), kubelet,
-                    tuple(dirs))
+    seen.dirs.extend(walked)
+    seen.tree.extend(zip(walked, prefixes))
+    return seen.snap(digest, entries, tuple(sorted(set(unreadable))) if unreadable else (), kubelet)
 
 
 def snapshot(root: str, only: str | None = None, include=(), exclude=()) -> Snapshot:
     """Digest of directory `root` (or only of its entry `only`, for a watched single file).
     Raises OSError only for a TRANSIENT error."""
     root, only, holder = resolve(root, only)
-    dirs = [holder] if holder else []
+    seen = _Seen()
+    if holder:  # where the watched link itself can be replaced or re-pointed
+        seen.named(holder, os.path.basename(root))
     try:
-        return _resolve_and_read(root, only, include, exclude, dirs)
+        return _resolve_and_read(root, only, include, exclude, seen)
     except OSError as exc:
         if exc.errno in TRANSIENT:
             raise
         # The directory itself cannot be opened (permissions on the way to it, say): that is
         # what the app sees too, so it is a content of its own, and its end is a change.
-        return Snapshot(xxhash.xxh3_128_hexdigest(b"unreadable directory"), {}, (".",), False,
-                        tuple(dirs))
+        return seen.snap(xxhash.xxh3_128_hexdigest(b"unreadable directory"), {}, (".",), False)
 
 
-def _plain(root: str, only: str | None, include, exclude, dirs: list) -> Snapshot:
+def _plain(root: str, only: str | None, include, exclude, seen: _Seen) -> Snapshot:
     try:
-        return _snapshot(root, only, include, exclude, False, dirs)
+        return _snapshot(root, only, include, exclude, False, seen.copy())
     except (FileNotFoundError, NotADirectoryError):
-        return Snapshot(MISSING, {}, (), False, tuple(dirs))  # no such directory (any more)
+        return seen.snap(MISSING, {}, (), False)  # no such directory (any more)
 
 
-def _resolve_and_read(root: str, only: str | None, include, exclude, dirs: list) -> Snapshot:
+def _resolve_and_read(root: str, only: str | None, include, exclude, seen: _Seen) -> Snapshot:
     dangling = 0
     for _ in range(_RETRIES):
         try:
             target = os.readlink(os.path.join(root, "..data"))
         except OSError:
-            return _plain(root, only, include, exclude, dirs)
+            return _plain(root, only, include, exclude, seen)
         base = os.path.join(root, target)
         try:
             # `only` names a visible link `key -> ..data/key`: read it inside the resolved payload.
             # (A target that is not a name in root, unlike the kubelet's: watch root itself too.)
-            read = dirs + [os.path.realpath(root)] if "/" in target else list(dirs)
+            read = seen.copy()
+            if "/" in target:
+                read.dirs.append(os.path.realpath(root))
             snap = _snapshot(base, only, include, exclude, True, read)
         except (FileNotFoundError, NotADirectoryError):
             # Swapped mid-read: resolve ..data again. Or ..data names no directory at all.
@@ -237,9 +268,11 @@ def _resolve_and_read(root: str, only: str | None, include, exclude, dirs: list)
     if dangling == _RETRIES:
         # ..data names a directory that is not there, every time: the volume's content is gone,
         # as if the watched directory were deleted (not "a directory of dangling links").
-        return Snapshot(MISSING, {}, (), True, tuple(dirs + [os.path.realpath(root)]))
+        gone = seen.copy()
+        gone.dirs.append(os.path.realpath(root))  # where ..data can be swapped to a real one
+        return gone.snap(MISSING, {}, (), True)
     # Swapped under us every time: read through the visible links instead.
-    return _plain(root, only, include, exclude, dirs)
+    return _plain(root, only, include, exclude, seen)
 
 
 def _readlink(root: str) -> str | None:

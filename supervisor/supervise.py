@@ -71,14 +71,12 @@ class Supervisor:
         self.changes = Changes(settings, self.app, self.procs, timers, self.loop, log, self.stats, clock,
                                self.sys.start_thread, self.loop.post, self.rollout)
         self.watches = Watches(settings, self.sys, timers, log, lambda: self.changes.busy,
-                               self._content, self.loop.post)
+                               self._content, self.loop)
         self.changes.on_idle = self.watches.refresh_dirty
         self.gave_up = False
         loop = self.loop
         loop.on("signal", self.on_signal)
         loop.on("reap", self.on_reap)
-        loop.on("fs", self.watches.on_fs)
-        loop.on("gone", self.watches.on_gone)
         loop.on("webhook", self.changes.on_webhook)
 
     # ---- running ----------------------------------------------------------------------------
@@ -102,9 +100,9 @@ class Supervisor:
         if self.health_socket is not None:
             self.start_health()
         if self.watches:
-            # The app gets the CPU for its first moments, not our watchdog import (tens of ms);
-            # and an app that is already gone needs no watches. What changes meanwhile is caught
-            # by the refresh once the watches are in place.
+            # The app gets the CPU for its first moments, not our set-up of the watches; and an
+            # app that is already gone needs no watches. What changes meanwhile is caught by the
+            # refresh once the watches are in place.
             self.loop.timers.set("start-watching", WATCH_DELAY, self.watches.start)
         if self.state is not None:
             self.loop.after_step.append(self.publish)

@@ -1,7 +1,8 @@
 """The OS boundary: one object, so the unit tests can hand the machines a fake.
 
 Everything that starts, signals or reaps a process, reads the watched paths or starts a thread
-goes through here. The heavy imports (watchdog, the helper's shlex) happen only when used.
+goes through here. The heavier imports (ctypes for inotify, the helper's shlex) happen only when
+used.
 """
 from __future__ import annotations
 
@@ -38,10 +39,10 @@ class System:
 
         return Helper(purpose, command, env, timeout, now)
 
-    def watcher(self, put):
+    def watcher(self, include, exclude):
         from .watcher import InotifyWatcher
 
-        return InotifyWatcher(put, quiet_threads)
+        return InotifyWatcher(include, exclude)
 
     def pinned_mount(self, path):
         from .watcher import pinned_mount

@@ -124,12 +124,15 @@ def _cut(real: str) -> set:
         path = os.path.dirname(path)
 
 
-def walk(base: str, start: str = "", dirs: list | None = None, real: str | None = None):
+def walk(base: str, start: str = "", dirs: list | None = None, real: str | None = None,
+         prefixes: list | None = None):
     """Yield (relative path, kind) for everything below directory base/start, in sorted order of
     the relative paths. A directory that cannot be listed is yielded as UNREADABLE; one that
     vanished while walking is skipped. When `dirs` is a list, the real path of every directory
-    listed is appended to it (what an inotify watcher must watch); `real` is base/start's real
-    path when the caller knows it. Raises OSError only for a TRANSIENT error, or
+    listed is appended to it (what an inotify watcher must watch), and when `prefixes` is one
+    too, in step with it the relative path under which that directory's names are yielded
+    ("" for base, "sub/" for a subdirectory or a link to one); `real` is base/start's real path
+    when the caller knows it. Raises OSError only for a TRANSIENT error, or
     FileNotFoundError/NotADirectoryError when base/start itself is gone."""
     top = os.path.join(base, start) if start else base
     try:
@@ -145,6 +148,8 @@ def walk(base: str, start: str = "", dirs: list | None = None, real: str | None 
         real = os.path.realpath(top)
     if dirs is not None:
         dirs.append(real)
+        if prefixes is not None:
+            prefixes.append(start + "/" if start else "")
     top_real = real
     seen = None  # looked up at the first subdirectory: a flat directory never needs it
     # One frame per directory on the current path: its relative prefix, real path, the kinds of
@@ -183,6 +188,8 @@ def walk(base: str, start: str = "", dirs: list | None = None, real: str | None 
             if dirs is not None:
                 child_real = os.path.realpath(path) if kind is _LINKED_DIR else os.path.join(real, name)
                 dirs.append(child_real)
+                if prefixes is not None:
+                    prefixes.append(rel + "/")
             stack.append((rel + "/", child_real, child_kinds, iter(keys)))
             del keys
             break  # walk the subdirectory first; this listing resumes after it

@@ -1,19 +1,23 @@
 """The watched paths: what is on disk now, and how we hear that it may have changed.
 
-Each watch is on inotify, polled, or missing (looked for every second). Events only say "maybe":
-a kubelet `..data` swap is a commit and is hashed at once (every commit of one batch together);
-events in a plain directory are debounced. While the change pipeline is busy nothing is hashed:
-the watch is marked, and hashed once the pipeline is idle again. After hashing, `on_content`
-hands the new snapshots to the core. Only the loop's thread calls in here.
+Each watch is on inotify, polled, or missing (looked for every second, and still on inotify where
+its snapshot read something). Events only say "maybe": a kubelet `..data` swap is a commit and is
+hashed at once (every commit of one batch together); events in a plain directory are debounced.
+While the change pipeline is busy nothing is hashed: the watch is marked, and hashed once the
+pipeline is idle again. After hashing, `on_content` hands the new snapshots to the core, and the
+watch is re-armed on the directories that snapshot read. Only the loop's thread calls in here.
 """
 from __future__ import annotations
 
+import errno
 import os
 
-from .digest import Snapshot
+from .digest import MISSING, Snapshot
 
 MISSING_POLL = 1.0     # how often a missing watched path is looked for (inotify mode)
 HASH_RETRY = 1.0       # after a transient failure to hash (out of fds or memory)
+INOTIFY, POLL, GONE = "inotify", "poll", "missing"  # a watch's modes
+_BROKEN = 0x8 | 0x10 | 0x20  # POLLERR | POLLHUP | POLLNVAL
 
 
 def reason(exc: BaseException) -> str:
@@ -36,14 +40,14 @@ class Watch:
 
 
 class Watches:
-    def __init__(self, settings, system, timers, log, busy, on_content, post):
+    def __init__(self, settings, system, timers, log, busy, on_content, fds):
         self.s = settings
         self.sys = system
         self.timers = timers
         self.log = log
         self.busy = busy              # () -> bool: the change pipeline is busy
         self.on_content = on_content  # () -> None: snapshots were refreshed
-        self.post = post
+        self.fds = fds                # the loop: add_fd(fd, callback) / remove_fd(fd)
         self.list: list[Watch] = []
         self.watcher = None
         self.commits: set = set()     # kubelet commits seen in this batch
@@ -61,9 +65,8 @@ class Watches:
         for path in self.s.watches:
             root, only = os.path.abspath(path), None
             if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
-                # A file, or a kubelet link (`key -> ..data/key`, maybe a directory): watch the
-                # directory holding it, where the ..data swap happens; a watch on the file or
-                # link itself would see nothing (or die) at the first update.
+                # A file, or a link (`key -> ..data/key`, or to a directory anywhere): the digest
+                # reads through it, and says which directories to watch for it (Snapshot.dirs).
                 root, only = os.path.dirname(root), os.path.basename(root)
             snap = self.sys.snapshot(root, only, self.s.include, self.s.exclude)
             self.list.append(Watch(path, root, only, snap))
@@ -79,55 +82,101 @@ class Watches:
         """Put the watches in place (a timer, shortly after the app started)."""
         if self.s.poll is None:
             try:
-                self.watcher = self.sys.watcher(self.post)
-            except Exception as exc:  # noqa: BLE001 - whatever breaks in watchdog, poll instead
+                self.watcher = self.sys.watcher(self.s.include, self.s.exclude)
+            except Exception as exc:  # noqa: BLE001 - no inotify at all: poll instead
                 self.log.warning(f"inotify unavailable ({reason(exc)}); polling every "
                                  f"{MISSING_POLL:g}s instead", event="watcher", mode="poll")
+            else:
+                self.fds.add_fd(self.watcher.fd, self._readable)
         for index, watch in enumerate(self.list):
-            self._attach(index, watch)
+            if self.watcher is None:
+                self._poll_it(watch)
+            else:
+                self._arm(index, watch, watch.current)
+        # Anything that changed between the first hash and the watches being in place. Said
+        # after it: from that line on, every change is seen through the watches.
+        self.refresh(range(len(self.list)))
         self.log.info("watching " + ", ".join(f"{w.path} ({w.mode})" for w in self.list),
                       event="watching")
-        # Anything that changed between the first hash and the watches being in place.
-        self.refresh(range(len(self.list)))
 
     def close(self) -> None:
         if self.watcher is not None:
-            self.watcher.stop()
+            self.fds.remove_fd(self.watcher.fd)
+            self.watcher.close()
             self.watcher = None
 
-    def _attach(self, index: int, watch: Watch) -> None:
-        """Put a watch on inotify if we can; else it is polled (or looked for, while missing)."""
-        if self.watcher is None:
-            self._poll_it(watch)
-        elif not self.sys.isdir(watch.root):
-            watch.mode = "missing"
+    def _arm(self, index: int, watch: Watch, snap: Snapshot) -> bool:
+        """Watch what `snap` read (or poll the watch, when inotify refuses). True when a
+        directory was added since the read: read again."""
+        try:
+            added = self.watcher.arm(index, snap)
+        except Exception as exc:  # noqa: BLE001 - the watch limit (ENOSPC), a permission, ...
+            self._fallback(index, watch, exc)
+            return False
+        watch.mode = GONE if snap.digest == MISSING else INOTIFY
+        if watch.mode == GONE:
+            self._poll_soon()
+        return added
+
+    def _fallback(self, index: int, watch: Watch, exc: Exception) -> None:
+        """Poll a watch inotify refused. When it ran out (the watch limit, memory) and nothing
+        else is on inotify, give inotify up whole."""
+        limit = getattr(exc, "errno", None) in (errno.ENOSPC, errno.ENOMEM, errno.EMFILE)
+        if limit and not any(w.mode in (INOTIFY, GONE) for i, w in enumerate(self.list) if i != index):
+            self._give_up(exc)
         else:
-            try:
-                self.watcher.add(index, watch.root, watch.only)
-                watch.mode = "inotify"
-            except Exception as exc:  # noqa: BLE001 - the watch limit (ENOSPC), or anything else
-                if not any(w.mode == "inotify" for w in self.list):
-                    # Nothing is on inotify yet: give it up whole (and whatever it half made).
-                    self.watcher.abandon()
-                    self.watcher = None
-                    self.log.warning(f"inotify unavailable ({reason(exc)}); polling every "
-                                     f"{self._interval():g}s instead", event="watcher", mode="poll")
-                else:
-                    self.log.warning(f"cannot watch {watch.path} with inotify ({reason(exc)}); "
-                                     f"polling it every {self._interval():g}s", event="watcher",
-                                     mode="poll")
+            self.log.warning(f"cannot watch {watch.path} with inotify ({reason(exc)}); polling it "
+                             f"every {self._interval():g}s", event="watcher", mode="poll")
+        self._poll_it(watch)
+
+    def _give_up(self, exc: Exception) -> None:
+        self.close()
+        self.log.warning(f"inotify unavailable ({reason(exc)}); polling every {self._interval():g}s "
+                         f"instead", event="watcher", mode="poll")
+        for watch in self.list:
+            if watch.mode != "pending":  # the ones not set up yet are polled as they are
                 self._poll_it(watch)
-        if watch.mode != "inotify" and "poll" not in self.timers:
-            self.timers.set("poll", self._interval(), self._poll)
 
     def _poll_it(self, watch: Watch) -> None:
-        watch.mode = "poll"
+        watch.mode = POLL
         watch.poll_key = self.sys.poll_signature(watch.root, watch.only)
+        self._poll_soon()
+
+    def _poll_soon(self) -> None:
+        if "poll" not in self.timers:
+            self.timers.set("poll", self._interval(), self._poll)
 
     def _interval(self) -> float:
         return self.s.poll if self.s.poll is not None else MISSING_POLL
 
     # ---- events -----------------------------------------------------------------------------
+    def _readable(self, mask: int) -> None:
+        """The inotify fd has events: what they mean for each watch (watcher.py)."""
+        from .watcher import CHANGE, COMMIT, MOVED, OVERFLOW
+
+        try:
+            if mask & _BROKEN:  # else poll() would say so again at once, for ever
+                raise OSError(errno.EBADF, "the inotify fd is broken")
+            notes = self.watcher.read()
+        except OSError as exc:  # never seen; but PID 1 must not end on it: poll everything
+            self._give_up(exc)
+            return
+        for note, index in sorted(notes):  # (OVERFLOW, None) is the only one of its kind
+            if note == OVERFLOW:  # events were lost: read every watch on inotify again
+                self.log.debug("the inotify queue overflowed; reading every watched path again",
+                               event="overflow")
+                for i, watch in enumerate(self.list):
+                    if watch.mode in (INOTIFY, GONE):
+                        self.on_fs(i, watch.current.kubelet)
+            elif self.list[index].mode not in (INOTIFY, GONE):
+                continue  # polled since
+            elif note == COMMIT:
+                self.on_fs(index, True)
+            elif note in (CHANGE, MOVED):
+                self.on_fs(index, False)
+            else:
+                self.on_gone(index)
+
     def on_fs(self, index: int, commit: bool) -> None:
         if commit:  # a kubelet swap is a commit: hash at once, every commit of a batch together
             self.commits.add(index)
@@ -137,27 +186,19 @@ class Watches:
 
     def _commits(self) -> None:
         commits, self.commits = self.commits, set()
-        self.refresh(commits)
+        self.refresh(sorted(commits))
 
     def on_gone(self, index: int) -> None:
-        watch = self.list[index]
-        if self.watcher is not None:
-            self.watcher.remove(index)
-        watch.mode = "missing"
-        self.log.warning(f"{watch.path} was deleted; waiting for it to come back", event="watcher",
-                         watch=watch.path)
-        if "poll" not in self.timers:
-            self.timers.set("poll", self._interval(), self._poll)
+        """A root of the watch was deleted: see now what is there instead (most likely nothing)."""
+        self.timers.cancel(("debounce", index))
         self.refresh((index,))
 
     def _poll(self) -> None:
         changed = set()
         for index, watch in enumerate(self.list):
-            if watch.mode == "missing":
-                if self.sys.isdir(watch.root):
-                    self._attach(index, watch)
-                    changed.add(index)
-            elif watch.mode == "poll":
+            if watch.mode == GONE or (watch.mode == INOTIFY and _shut(watch.current)):
+                changed.add(index)  # a hash of a missing path is cheap; of one back, needed
+            elif watch.mode == POLL:
                 key = self.sys.poll_signature(watch.root, watch.only)
                 if key != watch.poll_key:
                     kubelet_swap = isinstance(key, tuple) and key[:1] == ("kubelet",)
@@ -166,10 +207,10 @@ class Watches:
                         changed.add(index)
                     else:
                         self.on_fs(index, False)
-        if any(w.mode != "inotify" for w in self.list):
-            self.timers.set("poll", self._interval(), self._poll)
         if changed:
-            self.refresh(changed)
+            self.refresh(sorted(changed))
+        if any(w.mode in (POLL, GONE) or (w.mode == INOTIFY and _shut(w.current)) for w in self.list):
+            self.timers.set("poll", self._interval(), self._poll)
 
     # ---- hashing ----------------------------------------------------------------------------
     def refresh(self, indices) -> None:
@@ -192,14 +233,36 @@ class Watches:
             if watch.failing:
                 watch.failing = False
                 self.log.info(f"{watch.path} can be hashed again", event="hash-ok", watch=watch.path)
+            self._rearm(index, watch, snap)
             if snap.digest == watch.current.digest:
-                self.log.debug(f"{watch.path}: event without content change", event="no-change",
-                               watch=watch.path)
+                if snap.digest != MISSING:
+                    self.log.debug(f"{watch.path}: event without content change", event="no-change",
+                                   watch=watch.path)
                 continue
             self._warn_unreadable(watch, watch.current.unreadable, snap)
             watch.current = snap
         if not self.busy():
             self.on_content()
+
+    def _rearm(self, index: int, watch: Watch, snap: Snapshot) -> None:
+        """After a hash on inotify: watch what it read, say when the path went or came back."""
+        was = watch.mode
+        if self.watcher is None or was not in (INOTIFY, GONE):
+            return
+        if _shut(snap) and was == INOTIFY:
+            # The directory itself cannot be read now. Its watch stays and sees a chmod back; a
+            # directory above it may be what was closed, so it is also looked at every second.
+            self._poll_soon()
+            return
+        if self._arm(index, watch, snap) and watch.mode == INOTIFY:
+            self.on_fs(index, False)  # a directory new since the read: read it again
+        if watch.mode == GONE and was != GONE:
+            why = (": its ..data names a directory that is not there" if snap.kubelet
+                   else " was deleted or moved away")
+            self.log.warning(f"{watch.path}{why}; waiting for it to come back", event="watcher",
+                             watch=watch.path)
+        elif watch.mode == INOTIFY and was == GONE:
+            self.log.info(f"{watch.path} is back", event="watcher", watch=watch.path)
 
     def refresh_dirty(self) -> None:
         """The pipeline is idle again: hash what changed meanwhile (and report in any case)."""
@@ -214,3 +277,8 @@ class Watches:
         if fresh:
             self.log.warning(f"{watch.path}: cannot read {', '.join(fresh)} (counted as unreadable "
                              f"until it can be read)", event="unreadable", watch=watch.path, names=fresh)
+
+
+def _shut(snap: Snapshot) -> bool:
+    """The watched directory itself could not be opened (the digest's "unreadable directory")."""
+    return snap.unreadable == (".",)

@@ -14,6 +14,7 @@ from supervisor.digest import snapshot as real_snapshot
 from supervisor.logs import Log
 from supervisor.settings import Settings
 from supervisor.supervise import Supervisor
+from supervisor.watcher import COMMIT
 
 
 def exited(code):
@@ -35,24 +36,34 @@ class FakeHelper:
 
 
 class FakeWatcher:
-    def __init__(self, fail_adds=()):
-        self.added = []
+    """supervisor.watcher.InotifyWatcher's interface: `fd` is polled by the loop, `read()` returns
+    the next note a test queued in `pending`."""
+
+    fd = 1000  # never really polled: the harness drives the loop without blocking
+
+    def __init__(self, fail_adds=(), error=None):
+        self.armed = {}           # index -> the directories it watches
         self.fail_adds = fail_adds
-        self.abandoned = False
+        # what adding one of fail_adds raises; by default what the inotify watch limit says
+        self.error = error or OSError(errno.ENOSPC, "No space left on device")
+        self.closed = False
+        self.pending = []         # (note, index), one per read(): one per wake-up of the loop
 
-    def add(self, index, root, only):
-        if root in self.fail_adds:
-            raise OSError(28, "No space left on device")  # what the inotify watch limit says
-        self.added.append(root)
+    def arm(self, index, snap):
+        if any(d in self.fail_adds for d in set(snap.dirs) - self.armed.get(index, set())):
+            self.armed.pop(index, None)
+            raise self.error
+        self.armed[index] = set(snap.dirs)
+        return False  # fake content never moves between a read and a watch
 
-    def abandon(self):
-        self.abandoned = True
+    def disarm(self, index):
+        self.armed.pop(index, None)
 
-    def remove(self, index):
-        pass
+    def read(self):
+        return {self.pending.pop(0)} if self.pending else set()
 
-    def stop(self):
-        pass
+    def close(self):
+        self.closed = True
 
 
 class FakeSystem:
@@ -72,6 +83,8 @@ class FakeSystem:
         self.env_limit = None      # spawning with a larger environment fails with E2BIG
         self.hash_failures = 0
         self.fail_adds = ()
+        self.fail_error = None
+        self.subdirs = {}          # root -> more directories its snapshot read
 
     def _pid(self):
         self.next_pid += 1
@@ -109,7 +122,9 @@ class FakeSystem:
         entries = {} if digest == MISSING else self.entries.get(root, {"key": digest})
         if root in self.entries and digest != MISSING:
             entries = {name: d + digest for name, d in entries.items()}  # every name changes
-        return Snapshot(digest, entries, unreadable, True)
+        if digest == MISSING:
+            return Snapshot(MISSING, {}, (), False)  # as a deleted directory: nothing to watch
+        return Snapshot(digest, entries, unreadable, True, (root, *self.subdirs.get(root, ())))
 
     def helper(self, purpose, command, env, timeout, now):
         helper = FakeHelper(self._pid(), purpose, command, env, timeout, now)
@@ -117,10 +132,10 @@ class FakeSystem:
         self.alive_groups.add(helper.pid)
         return helper
 
-    def watcher(self, put):
+    def watcher(self, include, exclude):
         if self.inotify_fails:
             raise OSError(24, "Too many open files")
-        self.the_watcher = FakeWatcher(self.fail_adds)
+        self.the_watcher = FakeWatcher(self.fail_adds, self.fail_error)
         return self.the_watcher
 
     def pinned_mount(self, path):
@@ -197,9 +212,15 @@ class Harness:
         self.events.put(("reap",))
         self.drain()
 
+    def note(self, note, index=0):
+        """What the inotify watcher would say next (watcher.COMMIT, CHANGE, GONE, ...); the loop
+        reads it from the watcher's fd."""
+        self.sys.the_watcher.pending.append((note, index))
+        self.events.put(("fd", FakeWatcher.fd, 1))
+
     def swap(self, content, index=0):
         self.sys.content[self.settings.watches[index]] = content
-        self.events.put(("fs", index, True))
+        self.note(COMMIT, index)
         self.drain()
 
     def webhook_result(self, ok, detail="", index=-1):
@@ -265,7 +286,7 @@ class StagedHarness(Harness):
 
     def swap(self, content, index=0):
         if self.volume.write({"app.conf": content}):
-            self.events.put(("fs", index, True))
+            self.note(COMMIT, index)
             self.drain()
 
     def published(self):

@@ -348,6 +348,37 @@ def test_a_watched_link_to_a_kubelet_volume_reads_the_volume_and_watches_its_roo
     assert snapshot(str(tmp_path / "app"), "config").digest == snapshot(volume.path).digest != snap.digest
 
 
+def test_tree_gives_each_walked_directory_the_prefix_its_names_have(tmp_path):
+    """What an event in a real directory is about: `linked/x`, not `elsewhere/x`; and of two links
+    to one directory, the first in sorted order (the one that counts)."""
+    write_plain(tmp_path / "elsewhere", {"x": b"1", "deeper/y": b"2"})
+    write_plain(tmp_path / "conf", {"a": b"1", "sub/b": b"2"})
+    os.symlink("../elsewhere", tmp_path / "conf" / "linked")
+    os.symlink("sub", tmp_path / "conf" / "also")  # sorts before sub: its copy counts
+    snap = snapshot(str(tmp_path / "conf"))
+    real = os.path.realpath(tmp_path)
+    assert dict(snap.tree) == {f"{real}/conf": "", f"{real}/conf/sub": "also/",
+                               f"{real}/elsewhere": "linked/", f"{real}/elsewhere/deeper": "linked/deeper/"}
+    assert "also" in snap.entries and "sub" not in snap.entries
+    assert snap.names == ()
+
+
+def test_names_are_where_only_one_name_counts(tmp_path):
+    write_plain(tmp_path / "s" / "real", {"a.conf": b"1"})
+    write_plain(tmp_path / "files", {"target.conf": b"1"})
+    os.symlink("real", tmp_path / "s" / "link")
+    os.symlink("../files/target.conf", tmp_path / "s" / "app.conf")
+    real = os.path.realpath(tmp_path)
+    via_link = snapshot(str(tmp_path / "s"), "link")  # --watch s/link
+    assert via_link.names == ((f"{real}/s", "link"),)  # it can be re-pointed there
+    assert dict(via_link.tree) == {f"{real}/s/real": ""}
+    linked_file = snapshot(str(tmp_path / "s"), "app.conf")  # --watch s/app.conf
+    assert sorted(set(linked_file.names)) == [(f"{real}/files", "target.conf"), (f"{real}/s", "app.conf")]
+    assert linked_file.tree == ()
+    volume = KubeletVolume(tmp_path / "v", {"k": b"1"})
+    assert snapshot(volume.path, "k").names == () and snapshot(volume.path).tree == ()
+
+
 def test_a_kubelet_volume_is_watched_at_its_root_only(tmp_path):
     volume = KubeletVolume(tmp_path / "v", {"app.conf": b"v1", "nested/deep": b"d"})
     assert snapshot(volume.path).dirs == (os.path.realpath(volume.path),)

@@ -209,7 +209,7 @@ def test_deleted_and_recreated_directory(run_cfgsup, tmp_path):
     (conf / "a").write_text("1")
     running = watching(run_cfgsup, "--watch", str(conf), "--on-change", "signal", "--debounce", "0.05")
     shutil.rmtree(conf)
-    running.wait_line(r"was deleted; waiting for it to come back")
+    running.wait_line(r"was deleted or moved away; waiting for it to come back")
     conf.mkdir()
     (conf / "a").write_text("2")
     running.wait_line(r"^child got SIGHUP$")
@@ -282,7 +282,7 @@ def test_only_the_main_thread_takes_signals(run_cfgsup, volume, webhook_server):
     running.wait_line(r"called the webhook")
     tids = [int(t) for t in os.listdir(f"/proc/{running.pid}/task") if int(t) != running.pid]
     masks = {tid: mask for tid in tids if (mask := _blocked(running.pid, tid)) is not None}
-    assert len(masks) >= 3  # watchdog's threads and the health server at least, all still there
+    assert len(masks) >= 1  # the health server's thread at least (inotify needs none of its own)
     for tid, mask in masks.items():
         for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGCONT):
             assert mask & (1 << (signo - 1)), f"thread {tid} does not block {signo}"
@@ -304,23 +304,11 @@ def test_term_burst_with_watches_active_stops_cleanly(run_cfgsup, volume, attemp
 
 
 @pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
-def test_inotify_unavailable_falls_back_to_polling(run_cfgsup, volume):
-    # Seven fds: 0-2, cfgsup's wake-up pipe, and room to hash and poll, but not for watchdog's
-    # inotify fd and its pipe as well.
-    running = run_cfgsup("--watch", volume.path, "--on-change", "signal", "--", *APP,
-                         prefix=["prlimit", "--nofile=7"])
-    ready(running)
-    running.wait_line(r"WARNING inotify unavailable \(Too many open files\); polling every 1s instead")
-    running.wait_line(r"watching .* \(poll\)")
-    volume.write({"app.conf": "v2", "nested/deep.conf": "d1"})
-    running.wait_line(r"^child got SIGHUP$")
-    assert running.count("WARNING") == 1
-
-
-@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
 def test_running_out_of_fds_while_hashing_keeps_the_app(run_cfgsup, volume):
-    # Eight fds: inotify fits, but then hashing the directory cannot open it and a file at once.
-    running = run_cfgsup("--watch", volume.path, "--", *APP, prefix=["prlimit", "--nofile=8"])
+    # Seven fds: 0-2, the wake-up pipe and the inotify fd fit, but then hashing the directory
+    # cannot open it and a file at once. (The fallback to polling when inotify cannot be set up
+    # is in test_watch_paths.py: no fd limit lets cfgsup hash but not get its one inotify fd.)
+    running = run_cfgsup("--watch", volume.path, "--", *APP, prefix=["prlimit", "--nofile=7"])
     pid, _ = ready(running)
     running.wait_line(r"WARNING cannot hash .* now \(Too many open files\); retrying every 1s")
     assert psutil_alive(pid) and "Traceback" not in running.text()
