@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import HERE, wait_until
+from conftest import HERE
 from kubelet import KubeletVolume
 from test_kubernetes import free_port, get
 

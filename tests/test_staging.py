@@ -9,6 +9,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from fakes import StagedHarness, exited
 from supervisor.app import HELD
 from supervisor.changes import IDLE, PROBATION, SPLAY
+from supervisor.watcher import COMMIT
 
 
 def validator(h, ok=None):
@@ -201,7 +202,7 @@ def test_a_fifo_in_src_does_not_make_every_idle_moment_a_change(tmp_path):
     h.advance(1)
     h.volume.write({"app.conf": "v2"})
     os.mkfifo(os.path.join(h.volume.path, "..data", "pipe"))  # after the write: the writer reads
-    h.events.put(("fs", 0, True))
+    h.note(COMMIT)
     h.drain()
     assert h.sys.ran[-1] == ("signal", "v2")
     signals = len(h.sys.ran)
