@@ -60,6 +60,8 @@ class Loop:
         self.after_step = []       # callables run after every batch (publishing state)
         self.wake_r = self.wake_w = None
         self.poller = None
+        self.handled = [0] * signal.NSIG     # per signal: times its handler ran
+        self.delivered = [0] * signal.NSIG   # ... and times the loop got it
 
     def on(self, kind: str, handler) -> None:
         self.handlers[kind] = handler
@@ -78,8 +80,17 @@ class Loop:
         if self.poller is not None:
             self.poller.register(self.wake_r, select.POLLIN)
 
-        def caught(_signo, _frame):
-            pass
+        handled, wake, nudge = self.handled, self.wake_w, b"\0"
+
+        def caught(signo, _frame):
+            # Counted, so a signal whose byte a full pipe dropped is still seen (_signals); and
+            # a byte of no signal (0) after it, so the loop looks even if this ran just after it
+            # read the pipe empty. Nothing else: no logging, no allocation worth the name.
+            handled[signo] += 1
+            try:
+                os.write(wake, nudge)
+            except OSError:
+                pass  # full: the loop is woken anyway
 
         for signo in signals:
             try:
@@ -140,7 +151,23 @@ class Loop:
                 data += chunk
         except BlockingIOError:
             pass
-        events = [("signal", signo) for signo in data if signo and signo != signal.SIGCHLD]
+        delivered, handled = self.delivered, self.handled
+        events = []
+        for signo in data:
+            if signo:
+                delivered[signo] += 1
+                if signo != signal.SIGCHLD:
+                    events.append(("signal", signo))
+        # A signal whose byte did not fit in a full pipe was still counted by the handler: it is
+        # not lost (a TERM in a storm of HUPs must stop cfgsup). The handler may also run just
+        # after we read its byte: then it only catches up with what was delivered.
+        for signo in range(1, len(handled)):
+            if handled[signo] > delivered[signo]:
+                delivered[signo] = handled[signo]
+                if signo != signal.SIGCHLD:
+                    events.append(("signal", signo))
+                elif signal.SIGCHLD not in data:
+                    data += bytes((signal.SIGCHLD,))
         if signal.SIGCHLD in data:
             events.append(("reap",))  # one reap collects every exited child
         return events

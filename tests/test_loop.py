@@ -81,3 +81,35 @@ def test_signals_arrive_through_the_wake_up_pipe():
         signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         os.close(loop.wake_r)
         os.close(loop.wake_w)
+
+
+def test_a_signal_whose_byte_a_full_pipe_dropped_is_not_lost():
+    """A storm of signals can fill the wake-up pipe; the interpreter drops the bytes that do not
+    fit. A TERM among them must still reach the loop."""
+    loop = Loop()
+    got = []
+    loop.on("signal", got.append)
+    loop.on("reap", lambda: None)
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        loop.install_signals({signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD})
+        for size in (4096, 1):  # a storm's worth of HUP bytes, until the pipe takes no more
+            try:
+                while True:
+                    os.write(loop.wake_w, bytes([signal.SIGHUP]) * size)
+            except BlockingIOError:
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)  # its byte does not fit
+        for _ in range(20):
+            loop.timers.set("tick", 0.05, lambda: None)  # no step waits long, fix or not
+            loop.step()
+            if signal.SIGTERM in got:
+                break
+        assert signal.SIGTERM in got
+    finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, old)
+        for signo in (signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(signo, signal.SIG_DFL)
+        os.close(loop.wake_r)
+        os.close(loop.wake_w)
