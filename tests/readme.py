@@ -3,7 +3,7 @@ text, so a test and the README can never drift apart.
 
     items()          every command of every code block: (line number, text)
     command(name)    the one command SHOWN[name] names, as written (continuations joined)
-    argv(name)       the same, split as a shell splits it
+    argv(name)       the same, split as sh splits it (and checked against sh itself)
 
 A code block holds commands, one per line (a line ending in `\\` continues on the next one;
 `#` lines are comments), or, when it starts with `FROM`, one Dockerfile as a whole.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -109,7 +110,14 @@ def command(name: str) -> str:
 
 
 def argv(name: str) -> list[str]:
-    return shlex.split(command(name))
+    """The command's words. They must be what sh gives too: a command that needs the shell for
+    more than quoting (a variable, a glob, `;` or `&&`) is run by sh, not split here."""
+    line = command(name)
+    words = shlex.split(line)
+    shell = subprocess.run(["sh", "-c", "printf '%s\\0' " + line], env={}, cwd="/",
+                           capture_output=True, timeout=10).stdout.decode().split("\0")[:-1]
+    assert shell == words, f"README.md: sh reads {line!r} as {shell}, not as {words}"
+    return words
 
 
 def prose_code(pattern: str) -> str:

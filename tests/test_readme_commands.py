@@ -59,3 +59,10 @@ def test_commands_are_read_as_a_shell_reads_them():
               "cfgsup -- b\n```\n\n  ```\n  FROM x\n  CMD [\"y\"]\n  ```\n")
     assert readme.items(sample) == [(3, "cfgsup --watch /a --on-change signal -- app x"),
                                     (7, "cfgsup -- b"), (11, 'FROM x\nCMD ["y"]\n')]
+
+
+@pytest.mark.parametrize("line", ["cfgsup --watch $HOME -- app", "cfgsup -- app; rm x", "cfgsup --watch /e* -- a"])
+def test_a_command_that_needs_the_shell_is_not_split_by_hand(monkeypatch, line):
+    monkeypatch.setattr(readme, "command", lambda name: line)
+    with pytest.raises(AssertionError, match="sh reads"):
+        readme.argv("any")

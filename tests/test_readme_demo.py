@@ -44,6 +44,7 @@ class Terminal:
                                      stderr=slave, cwd=cwd, close_fds=True)
         os.close(slave)
         self.lines: list[str] = []
+        self.ended = False  # the pty's other end is closed: the command has exited
         self.cond = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -65,6 +66,7 @@ class Terminal:
         with self.cond:
             if pending:
                 self.lines.append(pending.decode("utf-8", "replace"))
+            self.ended = True
             self.cond.notify_all()
 
     def wait_line(self, pattern, timeout=10.0, start=0) -> re.Match:
@@ -76,9 +78,10 @@ class Terminal:
                     if (match := regex.search(line)):
                         return match
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no line matching {pattern!r} within {timeout}s; got:\n"
-                                         + "\n".join(self.lines[-60:]))
+                if left <= 0 or self.ended:
+                    raise AssertionError(f"no line matching {pattern!r} "
+                                         + ("before the command ended" if self.ended else f"within {timeout}s")
+                                         + "; got:\n" + "\n".join(self.lines[-60:]))
                 self.cond.wait(left)
 
     def count(self, pattern) -> int:
