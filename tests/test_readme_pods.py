@@ -26,7 +26,7 @@ from conftest import wait_until
 from test_examples_run import (in_volume, nginx_workers, prometheus_config, standin, status, steady,
                                strings)
 
-LACKS = kubepod.missing() + [tool for tool in ("prometheus", "curl") if not shutil.which(tool)]
+LACKS = kubepod.missing()
 pytestmark = pytest.mark.skipif(bool(LACKS) and not os.environ.get("CI"),
                                 reason=f"running the README's commands for real needs {', '.join(LACKS)}")
 
@@ -194,6 +194,7 @@ class Command:
     config: dict[str, str]  # the ConfigMap's data, at the watched path
     writable: tuple[str, ...] = ()  # emptyDirs where the app writes
     warnings: tuple[str, ...] = ()  # cfgsup WARNING/ERROR lines the check provokes on purpose
+    needs: tuple[str, ...] = ()  # programs the command runs, beyond what every pod needs
 
 
 COMMANDS = {
@@ -201,9 +202,10 @@ COMMANDS = {
     "pid1": Command(check_pid1, {}),
     "restart": Command(check_restart, {"app.conf": "v1\n"}),
     "validate": Command(check_validate, {"default.conf": SITE}, NGINX_WRITES, (REJECTED,)),
-    "webhook": Command(check_webhook, {"prometheus.yml": PROMETHEUS}, ("/prometheus",)),
+    "webhook": Command(check_webhook, {"prometheus.yml": PROMETHEUS}, ("/prometheus",), needs=("prometheus",)),
     "stage": Command(check_stage, {"nginx.conf": MAIN, "default.conf": HEALTHY}, NGINX_WRITES,
-                     (REJECTED, r"ERROR rolled back", r"WARNING the watched configuration is held back")),
+                     (REJECTED, r"ERROR rolled back", r"WARNING the watched configuration is held back"),
+                     needs=("curl",)),
 }
 
 
@@ -214,6 +216,10 @@ def run_readme_command(tmp_path):
 
     def run(name):
         spec = COMMANDS[name]
+        lacks = [tool for tool in spec.needs if not shutil.which(tool, path=kubepod.PATH)]
+        if lacks and not os.environ.get("CI"):
+            pytest.skip(f"this README command needs {', '.join(lacks)}")
+        assert not lacks, f"CI must provide {', '.join(lacks)} (.ci/run installs it)"
         argv = readme.argv(name)
         assert argv[0] == "cfgsup", argv
         configmap = {"kind": "ConfigMap", "metadata": {"name": "config"}, "data": spec.config}
