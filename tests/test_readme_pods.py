@@ -117,6 +117,14 @@ def check_pid1(pod):
     mark = log.mark()
     assert app.stop() == 0  # the graceful stop: TERM to the app, which exits 0
     assert standin(log, "signal", start=mark)["signal"] == "SIGTERM"
+    # The same command with an app that does not stop on TERM: the group gets SIGKILL once the
+    # default timeout (10 s) has run out, and cfgsup exits as the app did.
+    app.spec["env"] = [{"name": "STANDIN_IGNORE", "value": "TERM"}]
+    log = app.start()
+    standin(log, "started")
+    assert app.stop() == 128 + signal.SIGKILL
+    assert standin(log, "signal")["signal"] == "SIGTERM"
+    log.wait_line(r"did not stop within 10s: SIGKILL to its group")
 
 
 def check_restart(pod):
@@ -199,7 +207,7 @@ class Command:
 
 COMMANDS = {
     "headline": Command(check_headline, {"default.conf": SITE}, NGINX_WRITES),
-    "pid1": Command(check_pid1, {}),
+    "pid1": Command(check_pid1, {}, warnings=(r"WARNING pid \d+ did not stop within 10s",)),
     "restart": Command(check_restart, {"app.conf": "v1\n"}),
     "validate": Command(check_validate, {"default.conf": SITE}, NGINX_WRITES, (REJECTED,)),
     "webhook": Command(check_webhook, {"prometheus.yml": PROMETHEUS}, ("/prometheus",), needs=("prometheus",)),
