@@ -19,6 +19,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 600
+BUNDLE = ("bash", "packaging/bundle.sh")  # the README's command, run from the checkout
 
 
 def _run(args, **kw):
@@ -34,7 +35,7 @@ def bundle(dist: str, build: str | None = None) -> str:
     """`bash packaging/bundle.sh` with DIST=dist; returns dist/cfgsup (the executable is in it)."""
     env = dict(os.environ, DIST=os.path.abspath(dist),
                BUILD=os.path.abspath(build or os.path.join(dist, "build")), PYTHON=sys.executable)
-    _run(["bash", os.path.join(ROOT, "packaging", "bundle.sh")], env=env)
+    _run(list(BUNDLE), env=env, cwd=ROOT)
     return os.path.join(os.path.abspath(dist), "cfgsup")
 
 
@@ -152,6 +153,7 @@ def build_all(pm, workdir: str, bundle_dir: str, cache: str | None = None) -> di
         pip       Dockerfile.example on pybase: cfgsup pip-installed from wheels, offline
         cfgsup    packaging/Containerfile on busybox, libraries from pybase
         bundled   Dockerfile.bundle.example: the bundle copied from `cfgsup` into `glibc`
+    and `context`, the build context they were built from (a checkout with dist/ and wheels/).
     """
     names = {"bundle_dir": bundle_dir}
     names["busybox"] = pm.import_rootfs(busybox_rootfs(os.path.join(workdir, "busybox")),
@@ -165,8 +167,8 @@ def build_all(pm, workdir: str, bundle_dir: str, cache: str | None = None) -> di
                                        changes=("ENV PATH=/usr/local/bin:/usr/bin:/bin",))
     tag = pm.text("run", "--rm", "--network", "none", names["pybase"], "python3", "-c",
                   "import sys; print('%d.%d' % sys.version_info[:2])")
-    ctx = context(os.path.join(workdir, "context"), bundle_dir,
-                  wheels(os.path.join(workdir, "wheels"), tag))
+    ctx = names["context"] = context(os.path.join(workdir, "context"), bundle_dir,
+                                     wheels(os.path.join(workdir, "wheels"), tag))
     names["pip"] = pm.build(ctx, os.path.join(ctx, "Dockerfile.example"), "localhost/cfgsup-test-pip:1",
                             {"BASE": names["pybase"], "PIP_NO_INDEX": "1",
                              "PIP_FIND_LINKS": "/src/wheels"})

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import readme
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("Change latency", "Start-up", "Memory", "Idle cost", "Reaping as PID 1",
             "Digest of a kubelet volume", "Digest memory", "Scaling", "Restart cycle",
@@ -21,9 +23,14 @@ TARGETS = ("idle RSS with --watch vs the clean bare interpreter", "RSS that --he
 
 
 def test_benchmark_smoke_run(tmp_path):
+    # The README's command (python benchmarks/run.py --out benchmarks/RESULTS.md), in smoke mode
+    # and with --out pointing at a temporary file instead of the committed results.
+    argv = readme.argv("benchmark")
+    assert argv[:2] == ["python", "benchmarks/run.py"] and argv[2] == "--out", argv
+    assert os.path.isfile(os.path.join(ROOT, argv[3])), "the README links the results it writes"
     out = tmp_path / "results.md"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--smoke",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run([sys.executable, argv[1], "--smoke", "--out", str(out), *argv[4:]],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out.read_text()
     for section in SECTIONS:

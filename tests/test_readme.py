@@ -4,8 +4,9 @@ README's test command."""
 from __future__ import annotations
 
 import os
-import re
 import shlex
+
+import readme
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,27 +16,23 @@ def read(*parts):
         return fh.read()
 
 
-def command_after(text, lead):
-    """The one-line command in the first code block after the paragraph that starts with `lead`."""
-    match = re.search(re.escape(lead) + r".*?\n```\n(.*?)\n```", text, re.S)
-    assert match, f"no code block after {lead!r}"
-    lines = match.group(1).splitlines()
-    assert len(lines) == 1, "a set-up command is one line, to be copied whole"
-    return lines[0]
-
-
 def steps(command):
     return [shlex.split(step) for step in command.split(" && ")]
 
 
 README = read("README.md")
-INSTALL = command_after(README, "Install and run it")
-TESTS = command_after(README, "Run the whole test suite")
+INSTALL = readme.command("setup")  # test_readme_demo.py runs it
+TESTS = readme.command("tests")  # .ci/run runs it: CI is this command
+
+
+def test_setup_commands_are_one_line_each_to_be_copied_whole():
+    for command in (INSTALL, TESTS):
+        assert [command] in [lines for _start, lines in readme.blocks()], command
 
 
 def test_ci_runs_exactly_the_readme_test_command():
     lines = [line.strip() for line in read(".ci", "run").splitlines()]
-    assert TESTS in lines
+    assert readme.command("tests") in lines
 
 
 def test_every_readme_setup_command_makes_and_uses_its_own_venv():
