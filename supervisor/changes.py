@@ -112,17 +112,27 @@ class Changes(Staging):
             self.timers.set("splay", delay, self._splay_over)
             return
         self.splayed = False
-        changed, notes = describe(current, self.applied, self.s.watches)
         self.stats.changes += 1
         self.stats.last_change = time.time()
-        action = Action(self.s.on_change, list(current), changed, self.clock(), 0)
+        action = Action(self.s.on_change, list(current), [], self.clock(), 0)
+        if (cid is None or cid == self.config(self.applied)) and not self.s.validate \
+                and self.s.on_change in ("signal", "none") and self.s.command:
+            # The signal first: the app is waiting for it; which names changed, and the log
+            # lines that say so, are not.
+            self._begin(action, APPLYING)
+            self.modes.apply(action)
+            action.changed, notes = describe(current, self.applied, self.s.watches)
+            self._log(notes)
+            self._finish("done")
+            return
+        action.changed, notes = describe(current, self.applied, self.s.watches)
         if cid is not None and cid != self.config(self.applied):
             self._log(notes)
             self._begin(action, VALIDATING)
             self._stage_candidate()
         elif not self.s.validate and self.modes.instant(action.kind):
             self._begin(action, APPLYING)
-            self.modes.apply(action)  # the signal first: the app is waiting, the log is not
+            self.modes.apply(action)
             self._log(notes)
             self._finish("done")
         else:
