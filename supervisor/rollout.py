@@ -54,12 +54,13 @@ class Rollout:
         """Read the state back; anything in it that makes no sense is ignored (the pod's other
         users can write DEST)."""
         states = [stage.load() for stage in self.stages]
+        bad = {}  # ordered, and linear in the size of a (maybe hostile) state file
         for state in states:
-            bad = state.get("bad")
-            for cid in bad if isinstance(bad, list) else ():
-                if _is_id(cid) and cid not in self.bad:
-                    self.bad.append(cid)
-        self.bad = self.bad[-BAD_KEPT:]
+            listed = state.get("bad")
+            for cid in listed[-BAD_KEPT:] if isinstance(listed, list) else ():
+                if _is_id(cid):
+                    bad[cid] = None
+        self.bad = list(bad)[-BAD_KEPT:]
         for kind in ("good", "candidate"):
             records = [state.get(kind) if isinstance(state.get(kind), dict) else {} for state in states]
             ids = {r.get("config") if _is_id(r.get("config")) else None for r in records}
@@ -109,7 +110,7 @@ class Rollout:
         probation (`probation`), or stage, validate and prove it (`new`). Raises StageError
         when the last-known-good must be published and cannot be."""
         if cid == self.good:
-            self.publish_good()
+            self.publish("good")  # also puts the visible links right after a kill in a publish
             return "good"
         if self.is_bad(cid) and self.good:
             return "held"
@@ -118,9 +119,8 @@ class Rollout:
         return "new"
 
     def publish_good(self) -> list:
-        """Make sure DEST shows the last-known-good; its snapshots."""
-        if self.published() != "good":
-            self.publish("good")
+        """Make sure DEST shows the last-known-good (its visible links too); its snapshots."""
+        self.publish("good")
         return self.snapshots("good")
 
     def snapshots(self, which: str) -> list:
@@ -153,20 +153,35 @@ class Rollout:
         self.candidate, self.candidate_gens, self.candidate_digests = cid, gens, list(digests)
 
     def discard_candidate(self) -> None:
-        """A candidate that is not published goes, leaving DEST as it was."""
+        """A candidate that is not published goes, leaving DEST as it was (a generation a DEST
+        shows is never removed, whatever happened to the others)."""
         if self.published() == "candidate":
             return
         if self.candidate:
             for stage, gen in zip(self.stages, self.candidate_gens):
-                if gen not in self.good_gens:
+                if gen not in self.good_gens and gen != stage.published():
                     stage.remove(gen)
         self.candidate = None
         self.candidate_gens, self.candidate_digests = [None] * len(self.stages), [None] * len(self.stages)
 
     def publish(self, which: str) -> None:
-        """Swap every DEST to that configuration; raises StageError when one cannot be."""
-        for stage, gen in zip(self.stages, getattr(self, which + "_gens")):
-            stage.publish(gen)
+        """Swap every DEST to that configuration. Raises StageError when one cannot be; the
+        DESTs already swapped are swapped back first, so the pairs never show two configurations
+        at once (as far as DEST lets us)."""
+        before = [stage.published() for stage in self.stages]
+        done = []
+        try:
+            for stage, gen in zip(self.stages, getattr(self, which + "_gens")):
+                stage.publish(gen)
+                done.append(stage)
+        except StageError:
+            for stage, gen in zip(done, before):
+                if gen:
+                    try:
+                        stage.publish(gen)
+                    except StageError:
+                        pass
+            raise
         self.save()
 
     def mark_bad(self, cid: str) -> None:

@@ -72,11 +72,24 @@ class Stage:
             names = os.listdir(self.dest)
         except OSError as exc:
             raise ValueError(f"--stage: cannot list {self.dest}: {exc.strerror}") from None
-        if names and STATE not in names:
+        foreign = [n for n in names if not self._ours(n)]
+        if foreign:
             raise ValueError(f"--stage: {self.dest} is not empty and was not staged by cfgsup "
-                             f"(stage into an empty directory, e.g. an emptyDir)")
+                             f"({foreign[0]!r} is not cfgsup's; stage into an empty directory, "
+                             f"e.g. an emptyDir)")
         if not os.access(self.dest, os.W_OK | os.X_OK):
             raise ValueError(f"--stage: {self.dest} is not writable for uid {os.geteuid()}")
+
+    def _ours(self, name: str) -> bool:
+        """What cfgsup makes in DEST: generations, ..data and its temporary links, its state and
+        lock files, and visible links `key -> ..data/key`. (A cfgsup killed before its first
+        state was written leaves only such things: the next one takes over.)"""
+        if is_gen(name) or name in (DATA, LOCK) or name.startswith(("..data_tmp.", STATE)):
+            return True
+        try:
+            return os.readlink(self.path(name)) == os.path.join(DATA, name)
+        except OSError:
+            return False
 
     def lock(self) -> None:
         """Hold DEST for this process (an flock the kernel drops when it dies): a second cfgsup
@@ -254,12 +267,15 @@ class Stage:
                 pass
 
     def publish(self, gen: str) -> None:
-        """Make `gen` what the app sees: swap ..data to it (atomic), then the visible links."""
+        """Make `gen` what the app sees: swap ..data to it (atomic), then the visible links. The
+        links are put right even when ..data names `gen` already: a cfgsup killed between the
+        swap and the links left them as they were."""
         data = os.path.join(self.dest, DATA)
         tmp = os.path.join(self.dest, f"..data_tmp.{os.getpid()}.{time.time_ns()}")
         try:
-            os.symlink(gen, tmp)  # a name of our own: nothing planted in DEST is in the way
-            os.rename(tmp, data)
+            if self.published() != gen:
+                os.symlink(gen, tmp)  # a name of our own: nothing planted in DEST is in the way
+                os.rename(tmp, data)
             wanted = {n for n in os.listdir(self.path(gen)) if not n.startswith("..")}
             for name in os.listdir(self.dest):
                 if not name.startswith("..") and name not in wanted and os.path.islink(self.path(name)):

@@ -254,3 +254,54 @@ def test_the_last_good_is_held_when_killed_in_the_middle_of_its_rollback(tmp_pat
     again = Rollout(stages, 3, snapshot)
     again.load()
     assert again.published() == "candidate" and again.plan(bad) == "held"
+
+
+def test_a_dest_left_by_a_cfgsup_killed_before_its_first_state_is_taken_over(src, tmp_path):
+    stage = Stage(src.path, str(tmp_path / "dest"))
+    stage.check()
+    stage.publish(stage.copy())  # ... and killed before any state was written
+    assert STATE not in os.listdir(stage.dest)
+    Stage(src.path, stage.dest).check()  # only cfgsup's own things: accepted
+
+
+def test_visible_links_are_put_right_when_dest_already_shows_the_generation(tmp_path):
+    a, b, stages = two(tmp_path)
+    rollout = Rollout(stages, 3, snapshot)
+    good = stage_now(rollout, (a, b))
+    rollout.publish("candidate")
+    rollout.accept()
+    dest = stages[0].dest
+    os.unlink(os.path.join(dest, "a.conf"))  # killed between the ..data swap and the links
+    os.symlink("..data/stale.conf", os.path.join(dest, "stale.conf"))
+    again = Rollout(stages, 3, snapshot)
+    again.load()
+    assert again.plan(good) == "good"
+    assert os.readlink(os.path.join(dest, "a.conf")) == "..data/a.conf"
+    assert not os.path.lexists(os.path.join(dest, "stale.conf"))
+
+
+def test_a_publish_that_fails_half_way_puts_the_first_dest_back(tmp_path, monkeypatch):
+    a, b, stages = two(tmp_path)
+    rollout = Rollout(stages, 3, snapshot)
+    stage_now(rollout, (a, b))
+    rollout.publish("candidate")
+    rollout.accept()
+    shown = [s.published() for s in stages]
+    a.write({"a.conf": "a2"})
+    b.write({"b.conf": "b2"})
+    stage_now(rollout, (a, b))
+    real = Stage.publish
+
+    def second_is_full(self, gen):
+        if self is stages[1]:
+            raise StageError(28, "No space left on device")
+        real(self, gen)
+
+    monkeypatch.setattr(Stage, "publish", second_is_full)
+    with pytest.raises(StageError):
+        rollout.publish("candidate")
+    monkeypatch.undo()
+    assert [s.published() for s in stages] == shown  # both still on the last-known-good
+    rollout.discard_candidate()
+    for stage, gen in zip(stages, shown):
+        assert os.path.isdir(stage.path(gen))  # nothing a DEST shows is ever removed
