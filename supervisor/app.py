@@ -267,6 +267,9 @@ class App:
             self._done(self._final(code))
 
     def _change_exit(self) -> None:
+        # The Stop first: the pipeline, told its action is done, must not act on what arrived
+        # meanwhile (the app is gone, and cfgsup is about to exit).
+        self.stop.request("exit mode")
         done, self.restarted = self.restarted, None
         if done is not None:
             done(True)

@@ -259,3 +259,15 @@ def test_app_exit_with_on_exit_exit_kills_a_running_validator():
     assert (validator.pid, signal.SIGKILL, True) in h.sys.sent
     h.exit(validator.pid, killed(signal.SIGKILL))
     stopped_cleanly(h, 5, 2)
+
+
+def test_exit_mode_acts_on_nothing_after_its_stop():
+    """A second change while the app is stopped for the first: cfgsup exits; it does not act
+    on the second once the app is gone."""
+    h = Harness(watches=("/cfg",), on_change="exit", change_exit_code=7, validate="check")
+    h.swap("v2")
+    h.exit(h.sys.helpers[-1].pid, exited(0))  # v2 passes
+    h.swap("v3")  # arrives during the stop
+    h.exit(h.child, killed(signal.SIGTERM))
+    assert h.exit_code == 7
+    assert len(h.sys.helpers) == 1 and h.sup.stats.actions == {("exit", "done"): 1}
