@@ -8,6 +8,9 @@ else reaped is an orphan.
 """
 from __future__ import annotations
 
+import os
+import signal
+
 
 class Stop:
     __slots__ = ("reason", "signo")
@@ -37,6 +40,7 @@ class Processes:
         self.stop = stop
         self.log = log
         self.owners: dict = {}  # pid -> on_exit(status), for every live process we started
+        self.leftovers: set = set()  # groups of helpers that exited and left processes in them
         self.orphans = 0
 
     def spawn_app(self, argv, env, previous: int, on_exit) -> int:
@@ -50,8 +54,24 @@ class Processes:
         if self.stop:
             raise Refused
         helper = self.sys.helper(purpose, command, env, timeout, now)
-        self.owners[helper.pid] = on_exit
+
+        def exited(status, pid=helper.pid):
+            if self.sys.group_alive(pid):  # it left processes behind in its group
+                self.leftovers.add(pid)
+            on_exit(status)
+
+        self.owners[helper.pid] = exited
         return helper
+
+    def kill_leftovers(self) -> None:
+        """At the end: what helpers left running in their groups goes too. Only a group that
+        still holds one of our own children (as a subreaper, cfgsup adopts them) is signalled:
+        a group id that was given up may have been given to someone else since."""
+        me = str(os.getpid())
+        for pgid in sorted(self.leftovers):
+            if any(ppid == me for ppid in _group_parents(pgid)):
+                self.sys.send(pgid, signal.SIGKILL, True)
+        self.leftovers.clear()
 
     def reap(self) -> bool:
         """Collect every exited child; True if an orphan was among them."""
@@ -70,3 +90,23 @@ class Processes:
 
     def alive(self) -> bool:
         return bool(self.owners)
+
+
+def _group_parents(pgid: int) -> list[str]:
+    """The parent pids of the processes in group `pgid`, from /proc."""
+    parents = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return parents
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[2] == str(pgid).encode():
+            parents.append(fields[1].decode())
+    return parents

@@ -115,6 +115,7 @@ class Supervisor:
             return code
         self.loop.run(self.finished)
         self.watches.close()
+        self.procs.kill_leftovers()
         return self.app.code
 
     def finished(self) -> bool:

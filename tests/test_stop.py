@@ -270,3 +270,19 @@ def test_a_term_that_arrives_while_cfgsup_still_starts_is_not_lost(run_cfgsup):
     os.kill(pid, signal.SIGTERM)
     assert running.wait(timeout=15) == 143
     assert time.monotonic() - started < 15
+
+
+def test_what_a_reload_command_left_in_its_group_goes_with_cfgsup(run_cfgsup, volume, tmp_path):
+    marker = tmp_path / "left"
+    reload = f"sh -c 'sleep 300 & echo $! > {marker}; exit 0'"
+    running = run_cfgsup("--watch", volume.path, "--on-change", "exec", "--reload-command", reload,
+                         "--", *SLOW_STOP)
+    running.wait_line(r"^ready$")
+    running.wait_line(r"INFO watching")
+    volume.write({"app.conf": "v2"})
+    running.wait_line(r"ran the reload command for app.conf")
+    left = int(wait_until(lambda: marker.exists() and marker.read_text().strip(), what="the leftover's pid"))
+    assert alive(left)
+    running.signal(signal.SIGTERM)
+    assert running.wait(timeout=15) == 0
+    wait_until(lambda: not alive(left), what="the reload command's leftover gone")
