@@ -79,12 +79,7 @@ def parse_apart(argv: list[str]):
                     data = data[os.write(write, data):]
                 code = 0
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-            os._exit(code)
+            exit_now(code)
     os.close(write)
     # While the child parses: what the parent needs next, in parallel (the run's modules, and
     # the C library's posix_spawn that every start of the app goes through).

@@ -79,6 +79,30 @@ def projection(source, data) -> tuple[dict[str, bytes], dict[str, int], int]:
     return payload, {item["path"]: item["mode"] for item in items if "mode" in item}, default
 
 
+def connect_in(pid: int, port: int, timeout: float = 2.0) -> socket.socket:
+    """A TCP connection to 127.0.0.1:port in the network namespace of process `pid`."""
+    result = {}
+
+    def inside():  # setns moves only this thread; the socket stays in the pod's namespace
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            result["sock"] = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        except OSError as exc:
+            result["error"] = exc
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=inside, daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    if "sock" not in result:
+        raise result.get("error") or TimeoutError(f"connect to port {port}")
+    return result["sock"]
+
+
 class Container:
     def __init__(self, pod: Pod, spec: dict):
         self.pod, self.spec, self.name = pod, spec, spec["name"]
@@ -274,26 +298,7 @@ class Pod:
 
     def connect(self, port, timeout=2.0) -> socket.socket:
         """A TCP connection to 127.0.0.1:port in the pod's network namespace."""
-        result = {}
-
-        def inside():  # setns moves only this thread; the socket stays in the pod's namespace
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/proc/{self.pause_pid}/ns/net", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-                result["sock"] = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-            except OSError as exc:
-                result["error"] = exc
-            finally:
-                os.close(fd)
-
-        thread = threading.Thread(target=inside, daemon=True)
-        thread.start()
-        thread.join(timeout + 1)
-        if "sock" not in result:
-            raise result.get("error") or TimeoutError(f"connect to port {port}")
-        return result["sock"]
+        return connect_in(self.pause_pid, port, timeout)
 
     def http(self, port, path="/") -> tuple[int, str] | None:
         """(status, body) of a GET in the pod, or None when nothing answers."""

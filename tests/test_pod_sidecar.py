@@ -3,21 +3,18 @@ pid and network namespaces, one config directory bind-mounted into both and upda
 host by the kubelet writer."""
 from __future__ import annotations
 
-import ctypes
 import http.client
 import os
 import shutil
-import socket
 import tempfile
-import threading
 
 import psutil
 import pytest
 
 from conftest import wait_until
 from kubelet import KubeletVolume
+from kubepod import connect_in
 
-CLONE_NEWNET = 0x40000000
 NGINX_CONF = """daemon off;
 pid /tmp/nginx.pid;
 error_log stderr notice;
@@ -66,29 +63,16 @@ def infra_pid(podman, pod) -> int:
 
 def get(pid, port, path="/"):
     """(status, body) of a GET to 127.0.0.1:port in the network namespace of process `pid`."""
-    result = {}
-
-    def inside():  # setns moves only this thread; its socket stays in the pod's namespace
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-            conn.request("GET", path)
-            response = conn.getresponse()
-            result["answer"] = (response.status, response.read().decode(errors="replace"))
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            result["answer"] = None
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=inside, daemon=True)
-    thread.start()
-    thread.join(5)
-    return result.get("answer")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.sock = connect_in(pid, port)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        answer = (response.status, response.read().decode(errors="replace"))
+        conn.close()
+        return answer
+    except (OSError, http.client.HTTPException):
+        return None
 
 
 def test_a_sidecar_reloads_nginx_by_hup_and_rejects_a_broken_config(podman, built, sidecar_image, shared_dir):
