@@ -94,6 +94,9 @@ class Changes(Staging):
         """The watches hashed `current`; act if it differs from what the app has."""
         if self.state != IDLE or self.stop:
             return
+        # A splay is over for this one look only: content that went back meanwhile needs none,
+        # and the next real change gets its own.
+        splayed, self.splayed = self.splayed, False
         if any(c.digest == MISSING and a.digest != MISSING for c, a in zip(current, self.applied)):
             return  # a watched path vanished: keep the app as it is until it is back
         target = tuple(c.digest for c in current)
@@ -102,7 +105,7 @@ class Changes(Staging):
         cid = self.config(current)
         if cid is not None and cid != self.config(self.applied) and self.rollout.is_bad(cid):
             return  # failed validation or probation before: only different content is tried
-        if self.s.splay and not self.splayed:
+        if self.s.splay and not splayed:
             self.state = SPLAY  # replicas updated together do not all restart at once
             import random
 
@@ -111,7 +114,6 @@ class Changes(Staging):
                           delay=round(delay, 3))
             self.timers.set("splay", delay, self._splay_over)
             return
-        self.splayed = False
         self.stats.changes += 1
         self.stats.last_change = time.time()
         action = Action(self.s.on_change, list(current), [], self.clock(), 0)

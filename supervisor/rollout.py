@@ -73,6 +73,15 @@ class Rollout:
                 setattr(self, kind + "_gens", gens)
                 setattr(self, kind + "_digests", digests)
 
+    def prune_strays(self) -> None:
+        """At start: generations no state names (candidates of a cfgsup killed while it
+        validated them) go, or every kill would leave a full copy of SRC behind."""
+        for index, stage in enumerate(self.stages):
+            keep = {self.good_gens[index], self.candidate_gens[index], stage.published()}
+            for gen in stage.generations():
+                if gen not in keep:
+                    stage.remove(gen)
+
     def save(self) -> bool:
         """Write the state into every DEST; False (and save_error says why) when it could not
         be written: what it holds is kept in memory and written at the next save."""

@@ -22,6 +22,7 @@ class Staging:
         probation); content known bad is held back."""
         rollout = self.rollout
         rollout.load()
+        rollout.prune_strays()
         cid = self.config(current)
         try:
             plan = rollout.plan(cid)

@@ -209,3 +209,34 @@ def test_a_fifo_in_src_does_not_make_every_idle_moment_a_change(tmp_path):
     for _ in range(5):
         h.advance(6)
     assert len(h.sys.ran) == signals  # acted once, then nothing
+
+
+def test_a_splay_is_not_skipped_after_content_went_back(tmp_path):
+    h = StagedHarness(tmp_path, on_change="signal", splay=10, min_uptime=0)
+    h.swap("v2")
+    h.swap("v1")  # back to what the app runs, during the splay
+    h.advance(10)
+    assert h.changes.state == IDLE and not [r for r in h.sys.ran if r[0] == "signal"]
+    h.swap("v3")  # a real change: it gets a splay of its own
+    assert h.changes.state == SPLAY
+
+
+def test_candidates_of_a_killed_cfgsup_do_not_pile_up(tmp_path):
+    import os
+
+    from supervisor.stage import Stage
+
+    h = StagedHarness(tmp_path, on_change="signal", validate="check", min_uptime=0)
+    dest = h.sys.dest
+    for n in range(5):  # killed while a candidate is being validated, five times over
+        Stage(h.volume.path, dest).copy()
+    os.close(h.sup.rollout.stages[0].lock_fd)  # the first one is gone (killed): its lock too
+    again = StagedHarness.__new__(StagedHarness)
+    again.volume = h.volume
+    from fakes import FsSystem, Harness
+
+    Harness.__init__(again, FsSystem(dest), stage=((h.volume.path, dest),), watches=(h.volume.path,),
+                     validate="check", min_uptime=0)
+    assert again.code is None  # started, validating its own candidate
+    gens = [n for n in os.listdir(dest) if n.startswith("..20")]
+    assert len(gens) == 1, gens  # its own candidate; the six left behind are gone
