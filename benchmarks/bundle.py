@@ -105,10 +105,21 @@ def _size(run, bundle):
     return Section("Self-contained bundle: size on disk (du)", ["what", "size"], rows)
 
 
+def _entrypoint(image: str) -> list:
+    import json
+
+    try:
+        out = subprocess.run(["podman", "image", "inspect", "--format", "{{json .Config.Entrypoint}}", image],
+                             capture_output=True, text=True, timeout=60).stdout
+        return json.loads(out) or []
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+
+
 def _podman(run):
     images = run.args.images or []
     title = "Container start-up: `podman run --rm IMAGE -- true`, wall time"
-    header = ["image", "IMAGE -- true (cfgsup as entrypoint)", "--entrypoint true (the runtime alone)"]
+    header = ["image", "cfgsup -- true as the entrypoint", "--entrypoint true (the runtime alone)"]
     if not peer("podman"):
         return Section(title, header, [["podman", "podman not installed", ""]])
     if not images:
@@ -119,7 +130,9 @@ def _podman(run):
         image = image or label
         cells = [label]
         run_ = ["podman", "run", "--rm", "--pull", "never", "--network", "none"]  # no registry here
-        for argv in ([*run_, image, "--", "true"], [*run_, "--entrypoint", "true", image]):
+        # An entrypoint that ends in `--` (Dockerfile.example's) takes the command as it is.
+        ends = _entrypoint(image)[-1:] == ["--"]
+        for argv in ([*run_, image, *([] if ends else ["--"]), "true"], [*run_, "--entrypoint", "true", image]):
             try:
                 times = []
                 for _ in range(run.n["podman_runs"]):
