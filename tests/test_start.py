@@ -11,15 +11,18 @@ import pytest
 from conftest import APP, Running
 from test_pid1 import UNSHARE, needs_pidns
 
-# cfgsup's entry point with a slow start-up: one second between the entry point's first line and
-# the command line, where imports (click, the loop) take their time in real life.
+# cfgsup's entry point with a slow start-up: between the entry point's first line and the command
+# line (where imports take their time in real life) it waits until the test has sent its TERM and
+# says so by creating the file named in GO, so the signal surely lands in that window.
 SLOW_START = """
-import sys, time
+import os, sys, time
 import supervisor.cli as cli
 real = cli.parse
 def slow(argv):
     print("starting", flush=True)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(os.environ["GO"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return real(argv)
 cli.parse = slow
 from supervisor.start import main
@@ -28,8 +31,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 @needs_pidns
-def test_term_during_start_up_of_pid1_is_kept_and_handled():
-    running = Running([*UNSHARE, sys.executable, "-c", SLOW_START, "--", *APP])
+def test_term_during_start_up_of_pid1_is_kept_and_handled(tmp_path):
+    go = tmp_path / "go"
+    running = Running([*UNSHARE, sys.executable, "-c", SLOW_START, "--", *APP], env={"GO": str(go)})
     try:
         running.wait_line(r"^starting$")
         # unshare's child is PID 1 of the new namespace: signal it from here (a parent namespace)
@@ -38,6 +42,7 @@ def test_term_during_start_up_of_pid1_is_kept_and_handled():
 
         pid1 = psutil.Process(running.pid).children()[0].pid
         psutil.Process(pid1).send_signal(signal.SIGTERM)
+        go.touch()
         running.wait_line(r"received SIGTERM, stopping")
         # the app gets it too, maybe before its own handler is set (then it dies of it)
         assert running.wait(timeout=15) in (0, 128 + signal.SIGTERM)
