@@ -168,6 +168,8 @@ def test_a_root_replaced_by_rename_is_followed(run_cfgsup, tmp_path):
     (tmp_path / "old" / "a.conf").write_text("3")  # the old one is not watched any more ...
     (tmp_path / "cfg" / "a.conf").write_text("4")  # ... the new one is
     hups(running, 2, "an edit in the new directory")
+    # the signal goes out first; the lines that say which names changed follow it
+    wait_until(lambda: running.count(r"sent SIGHUP") >= 2, what="the second HUP logged")
     assert running.count(r"INFO change in") == 2
 
 
@@ -197,6 +199,7 @@ def test_a_vanished_data_target_acts_like_a_deleted_directory(run_cfgsup, tmp_pa
     os.rename(tmp_path / "payload", os.path.join(volume.path, target + "_"))  # back, changed
     hups(running, 1, "the content it came back with")
     running.wait_line(r"config is back")
+    running.wait_line(r"sent SIGHUP")  # logged after the change line, which follows the signal
     assert running.count(r"INFO change in") == 1
     volume.write({"app.conf": "v3"})  # and swaps are seen again
     hups(running, 2)
