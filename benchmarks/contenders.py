@@ -6,6 +6,8 @@ turn, in a rotating order, so load on the shared machine hits all of them alike.
 
   cfgsup       cfgsup --watch DIR... --on-change signal --signal USR1 -- APP
   raw          programs/raw_inotify.py: ctypes inotify in one thread, no hashing (the floor)
+  rawhash      the same with --hash: it reads and hashes the new payload and signals only when
+               the digest changed (the floor of deciding on content; latency section only)
   watchdog     programs/watchdog_observer.py: watchdog's stock observer, no hashing
   inotifywait  `inotifywait -m -e ... --format '%e %f' DIR...` piped into a `sh` read loop that
                runs the shell's built-in kill on `MOVED_TO ..data`: what a shell user would deploy.
@@ -22,6 +24,7 @@ from procfs import cpu, cpu_spent, reset_peak, rss_kib, settle_cpu, status_kib, 
 
 KINDS = ("cfgsup", "raw", "watchdog", "inotifywait")
 LABELS = {"cfgsup": "cfgsup (inotify)", "raw": "floor: raw inotify (ctypes, one thread)",
+          "rawhash": "raw inotify + read and hash of the payload",
           "watchdog": "bare watchdog observer", "inotifywait": "inotifywait -m | sh read loop"}
 # The same events cfgsup's watcher subscribes to, so every contender reads as many per swap.
 IW_EVENTS = "modify,attrib,close_write,moved_from,moved_to,create,delete,delete_self,move_self"
@@ -69,9 +72,12 @@ class Contender:
             iw.stdout.close()  # the reader holds the pipe now
             self.procs = [iw, reader]
         else:
-            script = {"raw": "raw_inotify.py", "watchdog": "watchdog_observer.py"}[self.kind]
+            script = {"raw": "raw_inotify.py", "rawhash": "raw_inotify.py",
+                      "watchdog": "watchdog_observer.py"}[self.kind]
+            flags = ["--hash"] if self.kind == "rawhash" else []
             with open(self.log, "w") as log:
-                self.procs = [start([env.python, os.path.join(PROGRAMS, script), pid, *self.dirs], stderr=log)]
+                self.procs = [start([env.python, os.path.join(PROGRAMS, script), *flags, pid, *self.dirs],
+                                    stderr=log)]
 
     def wait_ready(self, timeout: float) -> None:
         if self.kind == "cfgsup":

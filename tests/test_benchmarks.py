@@ -36,6 +36,8 @@ def test_benchmark_smoke_run(tmp_path):
     for section in SECTIONS:
         assert f"## {section}" in text, section
     assert "Interpreter: `" in text and ", Python 3." in text  # the clean venv's interpreter, named
+    # the floor of a watcher that decides on content, beside the bare notification
+    assert "| raw inotify + read and hash of the payload |" in text
     targets = text.split("## Targets", 1)[1]
     for target in TARGETS:
         assert target in targets, target
@@ -68,7 +70,7 @@ def test_targets_say_met_missed_by_how_much_or_not_measured():
                  "health": {"rss": 26.4 * mib}},
         "scaling": {"dirs-100": {"cfgsup": {"threads": 103, "peak": 1 * mib}},
                     "file-100mib": {"cfgsup": {"peak": 190 * mib}}},
-        "latency": {"cfgsup": {"p50": 0.0009}, "raw": {"p50": 0.0003}},
+        "latency": {"cfgsup": {"p50": 0.0009}, "raw": {"p50": 0.0003}, "rawhash": {"p50": 0.00045}},
         "digest": {"file-100mib": {"best": 0.2835, "chunked_best": 0.0225, "peak": 190 * mib, "bytes": 100 << 20},
                    "keys-1000": {"best": 0.00467, "ref_best": 0.00467, "peak": 0}},
         "startup": {"cfgsup -- true": 0.13, 'python -c "import click"': 0.1},
@@ -81,6 +83,8 @@ def test_targets_say_met_missed_by_how_much_or_not_measured():
     assert verdict("RSS that --health-addr adds") == "missed by 4.4 MiB"
     assert verdict("threads of cfgsup with 100") == "missed by 100"
     assert verdict("change latency median") == "missed by 1.00x"
+    latency = next(row[2] for name, row in rows.items() if name.startswith("change latency median"))
+    assert latency == "3.00x (0.900 / 0.300 ms; 2.00x the floor that also reads and hashes)"
     assert verdict("digest of one 100 MiB file") == "missed by 10.60x"
     assert verdict("peak RSS while hashing") == "missed by 174.0 MiB"
     assert verdict("peak RSS of cfgsup") == "missed by 174.0 MiB"
