@@ -1,6 +1,7 @@
 """Sidecar mode in a real podman pod: the cfgsup image beside an app container, sharing the pod's
-pid and network namespaces, one config directory bind-mounted into both and updated from the
-host by the kubelet writer."""
+pid and network namespaces (the network alone for the webhook), one config directory bind-mounted
+into both and updated from the host by the kubelet writer. All three sidecar patterns: signal,
+probe and webhook."""
 from __future__ import annotations
 
 import http.client
@@ -144,3 +145,47 @@ def test_the_probe_pattern_restarts_the_app_container_once(podman, built, shared
     sidecar.wait_line(r"INFO saw the app's container restarted for worker\.toml", timeout=30)
     # Healthy again, and it stays so: the app is not restarted a second time.
     assert all(healthy() for _ in range(3)) and app_pid() == second
+
+
+# The app of the webhook pattern: a reload endpoint on the pod's loopback (Prometheus's
+# /-/reload stands in), saying on stdout what each POST named.
+RELOAD_APP = """
+import http.server, sys
+class Reload(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        print("reload", self.path, self.headers.get("X-Cfgsup-Changed"), flush=True)
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+print("listening", flush=True)
+http.server.HTTPServer(("127.0.0.1", 9090), Reload).serve_forever()
+"""
+
+
+def test_the_webhook_pattern_from_cfgsups_own_image(podman, built, shared_dir):
+    """configmap-reload's job, from the cfgsup image itself (busybox, no Python): a change is
+    validated, then POSTed to the app's reload URL over the pod's loopback; a change that fails
+    validation is never sent."""
+    volume = KubeletVolume(os.path.join(shared_dir, "prom"), {"prometheus.yml": "scrape_interval: 30s\n"})
+    pod = podman.pod("net")  # no shared pid namespace: the reload goes over the network
+    mounts = ["-v", f"{volume.path}:/etc/prometheus:ro", "--user", "65534:65534"]
+    app = podman.start(built["pybase"], "python3", "-c", RELOAD_APP, options=mounts, pod=pod)
+    app.wait_line(r"^listening$", timeout=30)
+    sidecar = podman.start(built["cfgsup"], "--watch", "/etc/prometheus", "--on-change", "http",
+                           "--webhook", "http://127.0.0.1:9090/-/reload", "--webhook-timeout", "10",
+                           "--validate", "grep -q scrape_interval /etc/prometheus/prometheus.yml",
+                           options=mounts, pod=pod)
+    sidecar.wait_line(r"INFO watching /etc/prometheus \(inotify\)", timeout=30)
+
+    volume.write({"prometheus.yml": "scrape_interval: 15s\n"})
+    app.wait_line(r"^reload /-/reload prometheus\.yml$", timeout=30)
+    sidecar.wait_line(r"INFO called the webhook\(s\) for prometheus\.yml", timeout=10)
+    volume.write({"prometheus.yml": "broken: [\n"})  # fails the validator: never POSTed
+    sidecar.wait_line(r"ERROR validation rejected the change, nothing applied: exited with code 1")
+    mark = app.mark()
+    volume.write({"prometheus.yml": "scrape_interval: 10s\n"})
+    app.wait_line(r"^reload /-/reload prometheus\.yml$", timeout=30, start=mark)
+    assert app.count(r"^reload ") == 2  # the rejected one was not
+    podman.cmd("stop", "-t", "30", sidecar.container, timeout=60)
+    assert sidecar.wait(timeout=30) == 0
